@@ -1,0 +1,51 @@
+"""Inputs and outputs of the step activities."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bundles.models import LocalizedText
+
+
+class StepCall(BaseModel):
+    """One call to one legacy system for one bundle step."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bundle_ref: str
+    bundle_id: str
+    step_id: str
+    system: str
+    idempotency_key: str
+    attempt: int
+    timeout: timedelta
+    fields: dict[str, Any]
+    reference: str | None = None
+
+
+class StepCallResult(BaseModel):
+    """A legacy system's answer to a successful call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reference: str | None
+    message: LocalizedText | None = None
+
+
+class ErrorDetails(BaseModel):
+    """Carried as the details of every `ApplicationError` a step activity raises."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    message: LocalizedText
+    retry_after: timedelta | None = None
+
+
+STEP_TRANSIENT = "StepTransient"
+STEP_REJECTED = "StepRejected"
+STEP_NEEDS_ATTENTION = "StepNeedsAttention"
+UNKNOWN_SYSTEM = "UnknownSystem"

@@ -1,0 +1,1 @@
+"""The bundle catalogue: declarative definitions, submission schemas and the pure functions over them."""

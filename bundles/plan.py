@@ -1,0 +1,177 @@
+"""Resolve a validated submission against a bundle definition into the plan a bundle executes.
+
+Pure functions only: the plan is computed once, before the workflow starts, and travels in the
+workflow's input so the definition version in force at submission is fixed in its history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from bundles.models import BundleDefinition, Frozen, Level, LocalizedText, RetrySpec, StepDefinition
+
+_MISSING = object()
+
+
+class SkipReason(StrEnum):
+    """Why a step is skipped before it starts."""
+
+    NO_CONSENT = "no_consent"
+    NOT_ELIGIBLE = "not_eligible"
+
+
+class PlannedStep(Frozen):
+    """One step of a resolved plan: its definition's policy plus the data it may receive."""
+
+    id: str
+    program: LocalizedText
+    organization: LocalizedText
+    level: Level
+    system: str = Field(description="The adapter id; also the legacy system's task-queue suffix.")
+    needs: tuple[str, ...] = ()
+    optional: bool = False
+    pivot: bool = False
+    before_pivot: bool = Field(
+        default=False,
+        description="True when the step may run before the pivot is done (so it can be rolled back).",
+    )
+    compensable: bool = False
+    retry: RetrySpec = RetrySpec()
+    call_timeout: timedelta = timedelta(seconds=30)
+    deadline: timedelta = timedelta(hours=24)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    skip: SkipReason | None = None
+    skip_message: LocalizedText | None = None
+    on_done: LocalizedText | None = None
+
+
+class BundlePlan(Frozen):
+    """Everything a `BundleWorkflow` needs, fixed at submission time."""
+
+    bundle_id: str
+    definition_version: int
+    definition_digest: str
+    jurisdiction: str
+    steps: tuple[PlannedStep, ...]
+
+    def step(self, step_id: str) -> PlannedStep:
+        """Return the planned step with this id (KeyError when absent)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+
+def definition_digest(definition: BundleDefinition) -> str:
+    """A short, stable fingerprint of a definition, recorded with each bundle."""
+    canonical = json.dumps(definition.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def lookup(data: Mapping[str, Any], path: str) -> Any:
+    """Return the value at a dotted path, or `None` when any part is absent."""
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def project(data: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """Copy only the listed dotted paths into a new nested dict (absent paths are left out)."""
+    projected: dict[str, Any] = {}
+    for path in paths:
+        value: Any = data
+        for part in path.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+            if value is _MISSING:
+                break
+        if value is _MISSING:
+            continue
+        *parents, leaf = path.split(".")
+        target = projected
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return projected
+
+
+def steps_after_pivot(definition: BundleDefinition) -> frozenset[str]:
+    """Ids of the steps that (transitively) need the pivot step."""
+    pivots = {s.id for s in definition.steps if s.pivot}
+    after: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for step in definition.steps:
+            if step.id not in after and any(n in pivots or n in after for n in step.needs):
+                after.add(step.id)
+                changed = True
+    return frozenset(after)
+
+
+def resolve_plan(
+    definition: BundleDefinition,
+    submission: Mapping[str, Any],
+    consents: Mapping[str, bool],
+) -> BundlePlan:
+    """Resolve a validated submission (JSON-mode dict) into the plan its bundle executes.
+
+    A step whose consent purpose was not granted, or whose eligibility rule does not hold,
+    is planned as skipped and receives no data at all.
+    """
+    after_pivot = steps_after_pivot(definition)
+    return BundlePlan(
+        bundle_id=definition.id,
+        definition_version=definition.version,
+        definition_digest=definition_digest(definition),
+        jurisdiction=definition.jurisdiction,
+        steps=tuple(
+            _plan_step(step, submission, consents, before_pivot=step.id not in after_pivot)
+            for step in definition.steps
+        ),
+    )
+
+
+def _plan_step(
+    step: StepDefinition,
+    submission: Mapping[str, Any],
+    consents: Mapping[str, bool],
+    *,
+    before_pivot: bool,
+) -> PlannedStep:
+    skip: SkipReason | None = None
+    skip_message: LocalizedText | None = None
+    if step.consent is not None and not consents.get(step.consent, False):
+        skip, skip_message = SkipReason.NO_CONSENT, step.without_consent
+    elif step.eligibility is not None:
+        value = lookup(submission, step.eligibility.field)
+        if value is None or str(value) not in step.eligibility.one_of:
+            skip, skip_message = SkipReason.NOT_ELIGIBLE, step.eligibility.guidance
+    return PlannedStep(
+        id=step.id,
+        program=step.program,
+        organization=step.organization,
+        level=step.level,
+        system=step.adapter,
+        needs=step.needs,
+        optional=step.optional,
+        pivot=step.pivot,
+        before_pivot=before_pivot,
+        compensable=step.compensation is not None,
+        retry=step.retry,
+        call_timeout=step.call_timeout,
+        deadline=step.deadline,
+        payload={} if skip else project(submission, step.fields),
+        skip=skip,
+        skip_message=skip_message,
+        on_done=step.on_done,
+    )

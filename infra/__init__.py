@@ -1,0 +1,1 @@
+"""How tellonce runs: settings, logging, Temporal wiring, the API, the CLI, the dev stack, the sandbox."""

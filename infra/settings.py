@@ -1,0 +1,85 @@
+"""The one place configuration is read: `TELLONCE_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ACCESS_CODE_SECRET = "local-development-only-access-code-secret"  # noqa: S105 - refused outside local/test
+
+PORT_OFFSETS: dict[str, int] = {
+    "api": 800,
+    "sandbox": 801,
+    "temporal": 33,
+    "temporal-http": 43,
+    "temporal-metrics": 1034,
+    "temporal-ui": 1033,
+    "kafka": 1892,
+}
+"""Each service's port is `port_base` plus its offset (base 7200: Temporal 7233, UI 8233, Kafka 9092)."""
+
+
+class Settings(BaseSettings):
+    """tellonce settings. Every field can be set as `TELLONCE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLONCE_", env_file=".env", extra="ignore")
+
+    environment: Literal["local", "test", "production"] = "local"
+    host: str = "127.0.0.1"
+    port_base: int = Field(default=7200, ge=1024, le=60000)
+    data_dir: Path = Path(".tellonce")
+
+    temporal_address: str | None = None
+    temporal_namespace: str = "tellonce"
+    task_queue_prefix: str = "tellonce"
+
+    kafka_bootstrap: str | None = None
+    sandbox_url: str | None = None
+    api_url: str | None = None
+
+    access_code_secret: SecretStr = SecretStr(DEV_ACCESS_CODE_SECRET)
+
+    worker_max_concurrent_activities: int = Field(default=200, ge=1)
+    worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_outside_local(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.access_code_secret.get_secret_value() == DEV_ACCESS_CODE_SECRET
+        ):
+            raise ValueError(
+                "TELLONCE_ACCESS_CODE_SECRET must be set to a secret of your own in production"
+            )
+        return self
+
+    def port(self, service: str) -> int:
+        """The port of one service of the local stack."""
+        return self.port_base + PORT_OFFSETS[service]
+
+    @cached_property
+    def temporal_target(self) -> str:
+        """host:port of the Temporal frontend."""
+        return self.temporal_address or f"{self.host}:{self.port('temporal')}"
+
+    @cached_property
+    def kafka_target(self) -> str:
+        """host:port of the Kafka bootstrap server."""
+        return self.kafka_bootstrap or f"{self.host}:{self.port('kafka')}"
+
+    @cached_property
+    def sandbox_base_url(self) -> str:
+        """Base URL of the legacy sandbox."""
+        return (self.sandbox_url or f"http://{self.host}:{self.port('sandbox')}").rstrip("/")
+
+    @cached_property
+    def api_base_url(self) -> str:
+        """Base URL of the HTTP API."""
+        return (self.api_url or f"http://{self.host}:{self.port('api')}").rstrip("/")

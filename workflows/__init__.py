@@ -1,0 +1,1 @@
+"""Deterministic orchestration: no I/O, clocks, randomness or threads in this package."""

@@ -1,0 +1,179 @@
+"""Inputs, outputs and messages of `BundleWorkflow`: the contract its clients rely on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bundles.models import Level, LocalizedText
+from bundles.plan import BundlePlan
+
+
+class BundleState(StrEnum):
+    """Overall state of a bundle (DESIGN.md contract)."""
+
+    RECEIVED = "received"
+    IN_PROGRESS = "in_progress"
+    NEEDS_ATTENTION = "needs_attention"
+    COMPLETED = "completed"
+    COMPLETED_WITH_EXCEPTIONS = "completed_with_exceptions"
+    FAILED = "failed"
+    WITHDRAWN = "withdrawn"
+
+
+FINAL_BUNDLE_STATES = frozenset(
+    {
+        BundleState.COMPLETED,
+        BundleState.COMPLETED_WITH_EXCEPTIONS,
+        BundleState.FAILED,
+        BundleState.WITHDRAWN,
+    }
+)
+
+
+class StepState(StrEnum):
+    """State of one step (DESIGN.md contract)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    WAITING_REPLY = "waiting_reply"
+    NEEDS_ATTENTION = "needs_attention"
+    DONE = "done"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+
+
+FINAL_STEP_STATES = frozenset(
+    {StepState.DONE, StepState.SKIPPED, StepState.REJECTED, StepState.FAILED, StepState.COMPENSATED}
+)
+
+
+class Model(BaseModel):
+    """Base for workflow messages: unknown keys ignored so old and new workers interoperate."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class BundleInput(Model):
+    """What starts a bundle. The workflow id is the submission id."""
+
+    submission_id: str
+    channel: Literal["api", "kafka", "cli"] = "api"
+    plan: BundlePlan
+    received_at: datetime
+    upsert_search_attributes: bool = Field(
+        default=True,
+        description=(
+            "Keep search attributes current. Only the time-skipping test server, which cannot "
+            "register search attributes, runs bundles with this off."
+        ),
+    )
+
+
+class StepError(Model):
+    """The last error a step met; `code` and `message` carry no personal data."""
+
+    kind: Literal["transient", "rejected", "needs_attention", "timeout", "compensation"]
+    code: str
+    message: LocalizedText
+    at: datetime
+
+
+class StepStatus(Model):
+    """Status of one step as residents and operators see it."""
+
+    id: str
+    program: LocalizedText
+    organization: LocalizedText
+    level: Level
+    system: str
+    state: StepState
+    attempts: int = 0
+    reference: str | None = None
+    message: LocalizedText | None = None
+    last_error: StepError | None = None
+    waiting_for: str | None = Field(
+        default=None, description="Why the step waits, in plain words, when it waits."
+    )
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    exception: bool = Field(
+        default=False, description="The step ended in a way the bundle counts as an exception."
+    )
+
+
+class OperatorAction(Model):
+    """An operator's decision, recorded in the bundle's timeline."""
+
+    step_id: str | None
+    action: str
+    actor: str
+    reason: str
+    at: datetime
+
+
+class BundleStatus(Model):
+    """Result of the `status` query and of the workflow itself."""
+
+    submission_id: str
+    bundle_id: str
+    definition_version: int
+    jurisdiction: str
+    state: BundleState
+    received_at: datetime
+    updated_at: datetime
+    pivot_done: bool = False
+    steps: list[StepStatus]
+    actions: list[OperatorAction] = Field(default_factory=list)
+
+
+class DecisionAction(StrEnum):
+    """What an operator can decide for a step that needs attention."""
+
+    RETRY = "retry"
+    AMEND = "amend"
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+class StepDecision(Model):
+    """Operator decision for one step, delivered as the `decide` update."""
+
+    step_id: str
+    action: DecisionAction
+    actor: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=1000)
+    amended_fields: dict[str, Any] | None = Field(
+        default=None, description="With `amend`: corrected values, keyed like the step's payload."
+    )
+
+
+class DecisionResult(Model):
+    """What the `decide` update did."""
+
+    step_id: str
+    accepted: bool
+    state: StepState
+
+
+class WithdrawRequest(Model):
+    """A resident's (or an operator's on their behalf) withdrawal of the whole bundle."""
+
+    requested_by: Literal["resident", "operator"] = "resident"
+    actor: str = "resident"
+    reason: str = Field(default="Withdrawn by the resident", max_length=1000)
+
+
+class WithdrawResult(Model):
+    """What the `withdraw` update did."""
+
+    accepted: bool
+    state: BundleState
