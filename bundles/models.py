@@ -87,6 +87,13 @@ class StepDefinition(Frozen):
         default=None, description="Consent purpose the resident must give; None if none is needed."
     )
     needs: tuple[str, ...] = ()
+    references: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Steps (among those this step needs, directly or not) whose legacy reference this "
+            "step sends, e.g. the birth registration number to CRA."
+        ),
+    )
     optional: bool = Field(
         default=False, description="An optional step's failure does not fail the bundle."
     )

