@@ -172,3 +172,4 @@ class Adapter(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections; called once when the worker stops."""
+        return
