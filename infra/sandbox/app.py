@@ -1,0 +1,256 @@
+"""The legacy sandbox's HTTP app: the systems' own endpoints plus the `/sandbox` admin API.
+
+State lives in the app (in memory); handlers never await between reading and writing it, so one
+event loop needs no locks. An effect is recorded before any injected latency, as a real system
+commits before its answer is lost on the way back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import structlog
+import uvicorn
+from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from bundles.models import LocalizedText
+from infra.logging import configure_logging
+from infra.sandbox.faults import Fault, FaultState, FaultUpdate, utcnow
+from infra.sandbox.systems import CANCELLED, Answer, SystemState, fresh_states
+from infra.settings import Settings
+
+log = structlog.get_logger("tellonce.sandbox")
+
+KEY_REQUIRED = LocalizedText(
+    en="The Idempotency-Key header is required.", fr="L'en-tête Idempotency-Key est obligatoire."
+)
+MALFORMED = LocalizedText(
+    en='The body must be a JSON object {"fields": {...}}.',
+    fr='Le corps doit être un objet JSON {"fields": {...}}.',
+)
+UNKNOWN_SYSTEM = LocalizedText(en="No such system.", fr="Système inconnu.")
+UNKNOWN_REFERENCE = LocalizedText(en="No such request.", fr="Demande inconnue.")
+CANCEL_UNSUPPORTED = LocalizedText(
+    en="This system's requests cannot be cancelled.",
+    fr="Les demandes de ce système ne peuvent pas être annulées.",
+)
+MAX_KEY_LENGTH = 255
+
+
+def error(status: int, code: str, message: LocalizedText, retry_after_s: int | None = None) -> JSONResponse:
+    """An error answer in the sandbox's one error shape: `{"code", "message": {"en", "fr"}}`."""
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return JSONResponse({"code": code, "message": message.model_dump()}, status_code=status, headers=headers)
+
+
+def fault_response(fault: Fault) -> JSONResponse:
+    """The answer of an injected fault."""
+    return error(fault.status, fault.code, fault.message, fault.retry_after_s)
+
+
+async def read_fields(request: Request, *, required: bool) -> dict[str, Any] | None:
+    """The `fields` object of a request body; None when the body is malformed."""
+    raw = await request.body()
+    if not raw and not required:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or set(body) - {"fields"}:
+        return None
+    fields = body.get("fields", None if required else {})
+    return fields if isinstance(fields, dict) else None
+
+
+def gate(state: SystemState, key: str | None) -> JSONResponse | None:
+    """Count the request and answer an injected fault, if one applies."""
+    state.counts.requests += 1
+    if not state.faults.applies_to(key):
+        return None
+    fault = state.faults.check(utcnow())
+    if fault is None:
+        return None
+    state.counts.faulted += 1
+    log.info("sandbox.fault", system=state.spec.id, status=fault.status, code=fault.code)
+    return fault_response(fault)
+
+
+async def answer(state: SystemState, key: str, result: Answer, *, replayed: bool) -> JSONResponse:
+    """Wait out injected latency (after recording), then send the answer."""
+    if state.faults.latency_ms and state.faults.applies_to(key):
+        await asyncio.sleep(state.faults.latency_ms / 1000)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(result.body, status_code=result.status, headers=headers)
+
+
+def checked_key(key: str | None) -> str | None:
+    """The Idempotency-Key when it is usable, else None."""
+    return key if key and len(key) <= MAX_KEY_LENGTH and key.isprintable() else None
+
+
+def create_app() -> FastAPI:
+    """Build a sandbox app with every system empty and no faults."""
+    states = fresh_states()
+    app = FastAPI(
+        title="tellonce legacy sandbox",
+        description="Simulated legacy systems for development, demos and tests. Never in production.",
+        version="1",
+    )
+    app.include_router(system_routes(states))
+    app.include_router(admin_routes(states), prefix="/sandbox")
+    return app
+
+
+def system_routes(states: dict[str, SystemState]) -> APIRouter:
+    """The endpoints a legacy system itself exposes (what adapters call)."""
+    router = APIRouter(tags=["systems"])
+
+    @router.post("/systems/{system_id}/requests", status_code=201)
+    async def submit(
+        system_id: str,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Send a request to a system: `{"fields": {...}}` with an `Idempotency-Key` header."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        key = checked_key(idempotency_key)
+        if key is None:
+            state.counts.requests += 1
+            return error(400, "idempotency_key_required", KEY_REQUIRED)
+        if (faulted := gate(state, key)) is not None:
+            return faulted
+        fields = await read_fields(request, required=True)
+        if fields is None:
+            return error(400, "malformed_request", MALFORMED)
+        replayed = state.replay("submit", key)
+        result = replayed or state.submit(key, fields)
+        return await answer(state, key, result, replayed=replayed is not None)
+
+    @router.post("/systems/{system_id}/requests/{reference}/cancel")
+    async def cancel(
+        system_id: str,
+        reference: str,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Cancel (compensate) an accepted request; only reversible systems support it."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        if not state.spec.reversible:
+            return error(405, "cancel_not_supported", CANCEL_UNSUPPORTED)
+        key = checked_key(idempotency_key)
+        if key is None:
+            state.counts.requests += 1
+            return error(400, "idempotency_key_required", KEY_REQUIRED)
+        if (faulted := gate(state, key)) is not None:
+            return faulted
+        fields = await read_fields(request, required=False)
+        if fields is None:
+            return error(400, "malformed_request", MALFORMED)
+        replayed = state.replay("cancel", key)
+        result = replayed or state.cancel(key, reference, fields)
+        return await answer(state, key, result, replayed=replayed is not None)
+
+    @router.get("/systems/{system_id}/requests/{reference}")
+    async def request_status(system_id: str, reference: str) -> JSONResponse:
+        """What a system says about a request it accepted."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        if (faulted := gate(state, None)) is not None:
+            return faulted
+        order = state.orders.get(reference)
+        if order is None:
+            return error(404, "unknown_reference", UNKNOWN_REFERENCE)
+        message = CANCELLED if order.state == "cancelled" else state.spec.accepted
+        body: dict[str, Any] = {"reference": reference, "state": order.state, "message": message.model_dump()}
+        if order.fee_cents is not None:
+            body["fee_cents"] = order.fee_cents
+            body["refunded"] = order.refunded
+        return JSONResponse(body)
+
+    return router
+
+
+def admin_routes(states: dict[str, SystemState]) -> APIRouter:
+    """The `/sandbox` admin API: systems, ledgers, faults, reset (mutates `states` in place)."""
+    router = APIRouter(tags=["admin"])
+
+    @router.get("/systems")
+    async def list_systems() -> dict[str, Any]:
+        """Every system with its faults, counts and (for certificates) fee totals."""
+        now = utcnow()
+        return {"systems": [state.view(now) for state in states.values()]}
+
+    @router.get("/systems/{system_id}", response_model=None)
+    async def show_system(system_id: str) -> dict[str, Any] | JSONResponse:
+        """One system, as in the list."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        return state.view(utcnow())
+
+    @router.get("/systems/{system_id}/ledger", response_model=None)
+    async def ledger(
+        system_id: str, key_prefix: Annotated[str | None, Query(min_length=1)] = None
+    ) -> dict[str, Any] | JSONResponse:
+        """The effects a system had, oldest first, optionally only those whose key has a prefix."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        entries = [
+            entry.model_dump(mode="json")
+            for entry in state.ledger
+            if key_prefix is None or entry.idempotency_key.startswith(key_prefix)
+        ]
+        return {"system": system_id, "entries": entries}
+
+    @router.put("/systems/{system_id}/faults", response_model=None)
+    async def set_faults(system_id: str, update: FaultUpdate) -> dict[str, Any] | JSONResponse:
+        """Merge-update a system's faults: keys left out keep their value, null clears one."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        now = utcnow()
+        state.faults.update(update, now)
+        log.info("sandbox.faults_set", system=system_id, keys=sorted(update.model_fields_set))
+        return state.view(now)
+
+    @router.delete("/systems/{system_id}/faults", response_model=None)
+    async def clear_faults(system_id: str) -> dict[str, Any] | JSONResponse:
+        """Clear every fault of a system."""
+        state = states.get(system_id)
+        if state is None:
+            return error(404, "unknown_system", UNKNOWN_SYSTEM)
+        state.faults = FaultState()
+        log.info("sandbox.faults_cleared", system=system_id)
+        return state.view(utcnow())
+
+    @router.post("/reset")
+    async def reset() -> dict[str, Any]:
+        """Forget every ledger, order, fee and fault (development convenience)."""
+        states.clear()
+        states.update(fresh_states())
+        log.info("sandbox.reset")
+        return {"reset": True}
+
+    return router
+
+
+def serve(host: str, port: int) -> None:
+    """Run the sandbox in this process until interrupted (what `tellonce sandbox` calls)."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.environment == "production":
+        # The sandbox answers anything and resets on request: it must never stand in for real systems.
+        log.error("sandbox.refused", reason="the legacy sandbox never runs in production")
+        raise SystemExit(2)
+    log.info("sandbox.starting", host=host, port=port)
+    uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
