@@ -1,0 +1,516 @@
+"""The `tellonce` command: the dev stack, the production roles, the catalogue, and submissions via the API.
+
+Role and catalogue modules are imported inside their commands so that `tellonce status` stays
+fast and one role's dependencies never stop another command from running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Awaitable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from infra.settings import Settings
+from workflows.models import FINAL_BUNDLE_STATES, BundleState
+
+if TYPE_CHECKING:
+    from bundles.models import BundleDefinition
+
+app = typer.Typer(
+    help="tellonce: tell government about a life event once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bundles_app = typer.Typer(
+    help="The bundle catalogue (the definition files in this checkout).", no_args_is_help=True
+)
+app.add_typer(bundles_app, name="bundles")
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+EXIT_UNREACHABLE = 2
+"""Exit code when the API cannot be reached (1 means the API answered with a refusal or failure)."""
+
+FOLLOW_INTERVAL = 0.5
+SUCCESS_STATES = frozenset({BundleState.COMPLETED.value, BundleState.COMPLETED_WITH_EXCEPTIONS.value})
+FINAL_STATES = frozenset(state.value for state in FINAL_BUNDLE_STATES)
+
+
+class Lang(StrEnum):
+    """Official language of messages shown to a person."""
+
+    EN = "en"
+    FR = "fr"
+
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        help="Base URL of the tellonce API [env TELLONCE_API_URL; default: the `tellonce dev` address].",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+LangOption = Annotated[Lang, typer.Option("--lang", help="Language of program names and messages.")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(message, soft_wrap=True, markup=False)
+    raise typer.Exit(code)
+
+
+# --- the dev stack and production roles -------------------------------------------------------
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where Temporal's SQLite file and the logs go [env TELLONCE_DATA_DIR].", show_default=False
+        ),
+    ] = None,
+    port_base: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            max=60000,
+            help="Every port is this plus a fixed offset [env TELLONCE_PORT_BASE; 7200].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the whole stack locally (Temporal, Kafka broker, sandbox, worker, API) until Ctrl-C.
+
+    Prints one `name: address` line per service, then `ready`; Ctrl-C stops everything and
+    prints `stopped`. Each service logs to DATA_DIR/logs/NAME.log.
+    """
+    from infra.devstack import run_dev  # noqa: PLC0415 - keeps client commands free of Temporal imports
+
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if port_base is not None:
+        overrides["port_base"] = port_base
+    code = run_dev(
+        Settings(**overrides),
+        say=lambda line: console.print(line, soft_wrap=True),
+        complain=lambda line: errors.print(line, soft_wrap=True, markup=False),
+    )
+    raise typer.Exit(code)
+
+
+def _role_settings() -> Settings:
+    """Settings for a production role, with logging configured once for the process."""
+    from infra.logging import configure_logging  # noqa: PLC0415 - only roles log
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+async def _until_signalled(work: Awaitable[None]) -> None:
+    """Run until the work ends or SIGINT/SIGTERM cancels it, so workers shut down gracefully."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal workers (bundle workflows and legacy-system activities) until stopped."""
+    from infra.worker import run_worker  # noqa: PLC0415 - heavy; only this role needs it
+
+    settings = _role_settings()
+    asyncio.run(_until_signalled(run_worker(settings)))
+
+
+@app.command()
+def api(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [settings].", show_default=False)
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [port base + 800].", show_default=False)] = None,
+) -> None:
+    """Serve the resident HTTP API until stopped."""
+    import uvicorn  # noqa: PLC0415 - only this role serves HTTP
+
+    from infra.api import create_app  # noqa: PLC0415 - heavy; only this role needs it
+
+    settings = _role_settings()
+    # log_config=None keeps the structlog set-up above instead of uvicorn's own.
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port("api"),
+        log_config=None,
+    )
+
+
+@app.command()
+def sandbox(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [settings].", show_default=False)
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [port base + 801].", show_default=False)] = None,
+) -> None:
+    """Serve the simulated legacy systems (development, demos and tests only)."""
+    from infra.sandbox import serve  # noqa: PLC0415 - only this role needs it
+
+    settings = _role_settings()
+    serve(host or settings.host, port or settings.port("sandbox"))
+
+
+# --- the catalogue ------------------------------------------------------------------------------
+
+
+def _load_catalogue_definitions() -> list[BundleDefinition]:
+    from adapters.registry import KNOWN_ADAPTERS  # noqa: PLC0415 - see the module docstring
+    from bundles.catalogue import Catalogue, DefinitionError  # noqa: PLC0415
+
+    try:
+        definitions: list[BundleDefinition] = Catalogue.load(known_adapters=KNOWN_ADAPTERS).all()
+    except DefinitionError as exc:
+        _fail(f"the catalogue is invalid:\n{exc}")
+    return definitions
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else ""
+
+
+@bundles_app.command("list")
+def bundles_list(json_out: JsonOption = False, lang: LangOption = Lang.EN) -> None:
+    """List the bundles of the catalogue."""
+    definitions = _load_catalogue_definitions()
+    if json_out:
+        _echo_json([d.model_dump(mode="json") for d in definitions])
+        return
+    table = Table("id", "version", "jurisdiction", "life event", "title", "steps", title="Bundles")
+    for d in definitions:
+        title = getattr(d.title, lang.value)
+        table.add_row(d.id, str(d.version), d.jurisdiction, d.life_event, title, str(len(d.steps)))
+    console.print(table)
+
+
+@bundles_app.command("show")
+def bundles_show(bundle_id: str, json_out: JsonOption = False, lang: LangOption = Lang.EN) -> None:
+    """Show one bundle and its steps: needs, consent, optional, pivot, adapter and fields."""
+    by_id = {d.id: d for d in _load_catalogue_definitions()}
+    if bundle_id not in by_id:
+        _fail(f"no bundle {bundle_id!r} in the catalogue; known: {', '.join(sorted(by_id)) or 'none'}")
+    d = by_id[bundle_id]
+    if json_out:
+        _echo_json(d.model_dump(mode="json"))
+        return
+    console.print(f"[bold]{getattr(d.title, lang.value)}[/bold]  ({d.id} v{d.version}, {d.jurisdiction})")
+    console.print(getattr(d.description, lang.value))
+    console.print(f"life event: {d.life_event}   submission schema: {d.submission_schema}")
+    steps = Table(
+        "step", "program", "organization", "level", "adapter", "needs", "consent", "optional", "pivot",
+        "fields", title="Steps",
+    )  # fmt: skip
+    for step in d.steps:
+        steps.add_row(
+            step.id,
+            getattr(step.program, lang.value),
+            getattr(step.organization, lang.value),
+            step.level.value,
+            step.adapter,
+            ", ".join(step.needs),
+            step.consent or "",
+            _yes(step.optional),
+            _yes(step.pivot),
+            "\n".join(step.fields),
+        )
+    console.print(steps)
+
+
+@bundles_app.command("validate")
+def bundles_validate(
+    path: Annotated[Path, typer.Argument(exists=True, help="A definition file, or a directory of them.")],
+) -> None:
+    """Check bundle definitions; list every problem and exit 1 if there is any."""
+    from adapters.registry import KNOWN_ADAPTERS  # noqa: PLC0415 - see the module docstring
+    from bundles.catalogue import Catalogue, DefinitionError, load_definition  # noqa: PLC0415
+
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"})
+    if not files:
+        _fail(f"no bundle definitions (*.yaml) in {path}")
+    invalid: list[tuple[Path, DefinitionError]] = []
+    valid: list[BundleDefinition] = []
+    for file in files:
+        try:
+            valid.append(load_definition(file, known_adapters=KNOWN_ADAPTERS))
+        except DefinitionError as exc:
+            invalid.append((file, exc))
+    if not invalid and path.is_dir():
+        # Rules across files (such as two definitions with one id and version) need the whole set.
+        try:
+            Catalogue.load(path, known_adapters=KNOWN_ADAPTERS)
+        except DefinitionError as exc:
+            invalid.append((path, exc))
+    if invalid:
+        for where, error in invalid:
+            errors.print(f"[red]invalid[/red]: {where}")
+            for problem in error.problems or [str(error)]:
+                errors.print(f"  - {problem}", markup=False, soft_wrap=True)
+        count = sum(max(len(error.problems), 1) for _, error in invalid)
+        _fail(f"{count} problem(s) in {len(invalid)} file(s)")
+    names = ", ".join(f"{d.id} v{d.version}" for d in valid)
+    console.print(f"valid: {len(valid)} definition(s) ({names})")
+
+
+# --- submissions through the API ----------------------------------------------------------------
+
+
+def http_client(api_url: str) -> httpx.Client:
+    """The HTTP client of every API command (tests replace it to answer without a server)."""
+    return httpx.Client(base_url=api_url, timeout=10.0)
+
+
+def _api_url(api: str | None) -> str:
+    return (api or Settings().api_base_url).rstrip("/")
+
+
+@contextlib.contextmanager
+def _api(api: str | None) -> Iterator[tuple[httpx.Client, str]]:
+    """A client for the API; an unreachable API becomes one clear line and exit code 2."""
+    url = _api_url(api)
+    try:
+        with http_client(url) as client:
+            yield client, url
+    except httpx.TransportError:
+        _fail(f"cannot reach the tellonce API at {url} — is `tellonce dev` running?", EXIT_UNREACHABLE)
+
+
+def _access_codes_file() -> Path:
+    return Settings().data_dir / "cli" / "access-codes.json"
+
+
+def _read_access_codes(path: Path) -> dict[str, str]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def remember_access_code(tracking_id: str, access_code: str) -> None:
+    """Keep an access code so `tellonce status` works without `--access-code` (file mode 0600)."""
+    path = _access_codes_file()
+    codes = _read_access_codes(path) | {tracking_id: access_code}
+    # Written beside the file and renamed into place, created 0600: an access code opens a
+    # resident's status, so no other user may read it, not even for an instant.
+    temporary = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(codes, out, indent=2)
+        temporary.replace(path)
+    except OSError as exc:
+        errors.print(f"could not remember the access code in {path}: {exc}", markup=False)
+
+
+def recall_access_code(tracking_id: str) -> str | None:
+    """The access code `tellonce submit` remembered for a tracking id, if any."""
+    return _read_access_codes(_access_codes_file()).get(tracking_id)
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _localized(text: Any, lang: Lang) -> str:
+    if isinstance(text, dict):
+        return str(text.get(lang.value) or text.get("en") or "")
+    return "" if text is None else str(text)
+
+
+def _refused(response: httpx.Response, lang: Lang) -> NoReturn:
+    """Explain an error answer (problem+json when the API sent one) and exit 1."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        _fail(f"the API answered {response.status_code}: {response.text.strip()[:500]}")
+    errors.print(
+        f"[red]{problem.get('title') or 'refused'}[/red] ({response.status_code})"
+        + (f": {problem['detail']}" if problem.get("detail") else "")
+    )
+    for error in problem.get("errors") or []:
+        where = error.get("path") or "(submission)"
+        errors.print(f"  {where}: {_localized(error.get('message'), lang)}", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _read_submission(file: Path, bundle: str | None) -> tuple[str, dict[str, Any]]:
+    """The bundle id and submission from a `{"bundle_id", "submission"}` file or a bare submission."""
+    try:
+        content = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {file} as JSON: {exc}")
+    if not isinstance(content, dict):
+        _fail(f"{file} must hold a JSON object")
+    if isinstance(content.get("submission"), dict) and "bundle_id" in content:
+        named = str(content["bundle_id"])
+        if bundle is not None and bundle != named:
+            _fail(f"{file} is for bundle {named!r} but --bundle says {bundle!r}")
+        return named, content["submission"]
+    if bundle is None:
+        _fail(f"{file} is a bare submission: say which bundle it is for with --bundle ID")
+    return bundle, content
+
+
+def _fetch_status(client: httpx.Client, tracking_id: str, access_code: str, lang: Lang) -> dict[str, Any]:
+    response = client.get(f"/api/v1/submissions/{tracking_id}", headers={"X-Access-Code": access_code})
+    if response.status_code == 404:
+        _fail(f"no submission {tracking_id} with that access code")
+    if response.is_error:
+        _refused(response, lang)
+    status: dict[str, Any] = response.json()
+    return status
+
+
+def _status_table(status: dict[str, Any], lang: Lang) -> Table:
+    table = Table(
+        "program", "organization", "state", "attempts", "reference", "message",
+        title=f"{status.get('bundle_id')} · {status.get('tracking_id')} · {status.get('state')}",
+    )  # fmt: skip
+    for step in status.get("steps", []):
+        message = _localized(step.get("message"), lang)
+        if step.get("waiting_for"):
+            message = f"{message} (waiting for {step['waiting_for']})".strip()
+        table.add_row(
+            _localized(step.get("program"), lang),
+            _localized(step.get("organization"), lang),
+            str(step.get("state", "")),
+            str(step.get("attempts", "")),
+            step.get("reference") or "",
+            message,
+        )
+    return table
+
+
+def _references(status: dict[str, Any], lang: Lang) -> Table:
+    table = Table("program", "reference", title="References", show_edge=False)
+    for step in status.get("steps", []):
+        if step.get("reference"):
+            table.add_row(_localized(step.get("program"), lang), str(step["reference"]))
+    return table
+
+
+def _follow(client: httpx.Client, tracking_id: str, access_code: str, lang: Lang, json_out: bool) -> NoReturn:
+    """Poll the status until the bundle is final; exit 0 if it completed, 1 otherwise."""
+    status = _fetch_status(client, tracking_id, access_code, lang)
+    if json_out:
+        while status.get("state") not in FINAL_STATES:
+            time.sleep(FOLLOW_INTERVAL)
+            status = _fetch_status(client, tracking_id, access_code, lang)
+        _echo_json(status)
+    else:
+        with Live(_status_table(status, lang), console=console, refresh_per_second=4) as live:
+            while status.get("state") not in FINAL_STATES:
+                time.sleep(FOLLOW_INTERVAL)
+                status = _fetch_status(client, tracking_id, access_code, lang)
+                live.update(_status_table(status, lang))
+        console.print(_references(status, lang))
+        console.print(f"bundle {status.get('state')}")
+    raise typer.Exit(0 if status.get("state") in SUCCESS_STATES else 1)
+
+
+@app.command()
+def submit(  # noqa: PLR0917 - Typer turns each parameter into an option
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help='{"bundle_id": ..., "submission": {...}}, or a bare submission.'
+        ),
+    ],
+    bundle: Annotated[
+        str | None, typer.Option("--bundle", help="Bundle id, for a bare submission.", show_default=False)
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show the steps live until the bundle is final.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Sent as Idempotency-Key: a retry with the same key is not a second bundle."),
+    ] = None,
+    json_out: JsonOption = False,
+    api: ApiOption = None,
+    lang: LangOption = Lang.EN,
+) -> None:
+    """Submit a life event to the API and print its tracking id and access code.
+
+    The access code is remembered in DATA_DIR/cli/access-codes.json (readable only by you),
+    so `tellonce status TRACKING_ID` works without --access-code. With --follow, exits 0 once
+    the bundle completed (with or without exceptions), 1 if it failed or was withdrawn.
+    """
+    bundle_id, submission = _read_submission(file, bundle)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with _api(api) as (client, _):
+        response = client.post(f"/api/v1/bundles/{bundle_id}/submissions", json=submission, headers=headers)
+        if response.is_error:
+            _refused(response, lang)
+        receipt: dict[str, Any] = response.json()
+        tracking_id, access_code = str(receipt["tracking_id"]), str(receipt["access_code"])
+        remember_access_code(tracking_id, access_code)
+        if follow:
+            if not json_out:
+                console.print(f"tracking id: {tracking_id}\naccess code: {access_code}")
+            _follow(client, tracking_id, access_code, lang, json_out)
+    if json_out:
+        _echo_json(receipt)
+    else:
+        console.print(f"tracking id: {tracking_id}\naccess code: {access_code}")
+
+
+@app.command()
+def status(
+    tracking_id: str,
+    access_code: Annotated[
+        str | None,
+        typer.Option(
+            help="Defaults to the code `tellonce submit` remembered for this id.", show_default=False
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+    api: ApiOption = None,
+    lang: LangOption = Lang.EN,
+) -> None:
+    """Show a submission's overall state and each step's state, attempts, reference and message."""
+    code = access_code or recall_access_code(tracking_id)
+    if code is None:
+        _fail(f"no access code remembered for {tracking_id}: pass --access-code")
+    with _api(api) as (client, _):
+        current = _fetch_status(client, tracking_id, code, lang)
+    if json_out:
+        _echo_json(current)
+    else:
+        console.print(_status_table(current, lang))
+
+
+if __name__ == "__main__":
+    app()
