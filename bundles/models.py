@@ -71,6 +71,19 @@ class ConsentPurpose(Frozen):
     notice: LocalizedText
 
 
+class SubmissionRule(Frozen):
+    """A bundle's own constraint on one submission field, checked after its schema.
+
+    A schema serves several bundles; a rule narrows it for one of them, e.g. `newborn-on`
+    registers only births in Ontario.
+    """
+
+    field: str = Field(min_length=1, description="Dotted path of the field the rule checks.")
+    one_of: tuple[str, ...] = Field(min_length=1)
+    code: str = Field(pattern=STEP_ID_PATTERN, description="Stable error code reported when it fails.")
+    message: LocalizedText
+
+
 class StepDefinition(Frozen):
     """One program that a bundle notifies, through one adapter."""
 
@@ -94,9 +107,7 @@ class StepDefinition(Frozen):
             "step sends, e.g. the birth registration number to CRA."
         ),
     )
-    optional: bool = Field(
-        default=False, description="An optional step's failure does not fail the bundle."
-    )
+    optional: bool = Field(default=False, description="An optional step's failure does not fail the bundle.")
     pivot: bool = Field(
         default=False,
         description="After this step is done nothing is rolled back: later failures go to an operator.",
@@ -132,6 +143,9 @@ class BundleDefinition(Frozen):
         min_length=1, description="Name of the submission schema, e.g. 'newborn/v1'."
     )
     consent_purposes: dict[str, ConsentPurpose] = Field(default_factory=dict)
+    submission_rules: tuple[SubmissionRule, ...] = Field(
+        default=(), description="Constraints this bundle adds to its submission schema."
+    )
     steps: tuple[StepDefinition, ...] = Field(min_length=1)
 
     def step(self, step_id: str) -> StepDefinition:

@@ -1,0 +1,140 @@
+"""Validate a resident's submission for a bundle: its schema, its consents and the bundle's own rules.
+
+Every problem becomes a `FieldError` with a dotted path, a stable code and a bilingual
+message, so a form can show each one next to its field. Submitted values never appear in an
+error: a value may be a Social Insurance Number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bundles.messages import message_for
+from bundles.models import BundleDefinition, LocalizedText
+from bundles.plan import lookup
+from bundles.submissions.registry import SUBMISSION_SCHEMAS
+from bundles.validators import toronto_today
+
+
+class FieldError(BaseModel):
+    """One problem with a submission, at one field."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str = Field(description="Dotted path of the field, e.g. 'birth_parent.sin'; '' for the whole form.")
+    code: str = Field(description="Stable error code, e.g. 'sin_checksum' or pydantic's 'missing'.")
+    message: LocalizedText
+
+
+class SubmissionInvalid(Exception):  # noqa: N818  # the API's vocabulary: a submission is invalid
+    """A submission that cannot be accepted; `errors` lists every problem found."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        # Paths and codes only: the exception text may be logged and must hold no personal data.
+        summary = ", ".join(f"{e.path or '<form>'} ({e.code})" for e in errors)
+        super().__init__(f"submission invalid: {summary}")
+        self.errors = errors
+
+
+class ValidatedSubmission(BaseModel):
+    """An accepted submission, ready for `bundles.plan.resolve_plan`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    submission_schema: str
+    data: dict[str, Any] = Field(
+        description="The normalised form in JSON mode, without empty fields or consents."
+    )
+    consents: dict[str, bool]
+    notices: list[LocalizedText] = Field(default_factory=list)
+
+
+def _path(loc: Iterable[str | int]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _schema_errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(path=_path(err["loc"]), code=err["type"], message=message_for(err["type"], err.get("ctx")))
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def _consent_errors(definition: BundleDefinition, raw: Mapping[str, Any]) -> list[FieldError]:
+    consents = raw.get("consents")
+    if not isinstance(consents, Mapping):
+        return []  # a wrong type is the schema's error to report
+    return [
+        FieldError(
+            path=f"consents.{key}",
+            code="unknown_consent_purpose",
+            message=message_for("unknown_consent_purpose"),
+        )
+        for key in consents
+        if key not in definition.consent_purposes
+    ]
+
+
+def _rule_errors(
+    definition: BundleDefinition, data: Mapping[str, Any], already: set[str]
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for rule in definition.submission_rules:
+        if rule.field in already:
+            continue  # the field is already wrong in itself; one message per field is enough
+        value = lookup(data, rule.field)
+        if value is not None and str(value).strip().upper() not in {v.upper() for v in rule.one_of}:
+            errors.append(FieldError(path=rule.field, code=rule.code, message=rule.message))
+    return errors
+
+
+def validate_submission(
+    definition: BundleDefinition, raw: Mapping[str, Any], *, today: date | None = None
+) -> ValidatedSubmission:
+    """Validate a submission for a bundle and return its normalised data.
+
+    Checks the definition's submission schema (field formats and cross-field rules), that
+    every consent names a purpose of this bundle, and the bundle's own submission rules.
+
+    Args:
+        definition: The bundle the resident is submitting to.
+        raw: The submission as received (parsed JSON).
+        today: The date to validate against; defaults to today in America/Toronto. Tests
+            pin it so date rules (12 months, 30 days) stay stable.
+
+    Returns:
+        The normalised data, the consents and any notices for the resident.
+
+    Raises:
+        SubmissionInvalid: With every problem found, each with its path and code.
+        LookupError: When the definition names a schema this version does not know (the
+            catalogue refuses such definitions at load time).
+    """
+    schema = SUBMISSION_SCHEMAS.get(definition.submission_schema)
+    if schema is None:
+        raise LookupError(f"unknown submission schema {definition.submission_schema!r}")
+    today = today or toronto_today()
+    errors: list[FieldError] = []
+    model: BaseModel | None = None
+    try:
+        model = schema.model_validate(raw, context={"today": today})
+    except ValidationError as exc:
+        errors.extend(_schema_errors(exc))
+    if isinstance(raw, Mapping):
+        errors.extend(_consent_errors(definition, raw))
+        checked = model.model_dump(mode="json") if model is not None else raw
+        errors.extend(_rule_errors(definition, checked, {e.path for e in errors}))
+    if errors or model is None:
+        raise SubmissionInvalid(errors)
+
+    data = model.model_dump(mode="json", exclude_none=True)
+    consents: dict[str, bool] = data.pop("consents", {})
+    notices_of = getattr(model, "notices", None)
+    notices: list[LocalizedText] = notices_of(today=today) if callable(notices_of) else []
+    return ValidatedSubmission(
+        submission_schema=definition.submission_schema, data=data, consents=consents, notices=notices
+    )
