@@ -44,6 +44,7 @@ class PlannedStep(Frozen):
         description="True when the step may run before the pivot is done (so it can be rolled back).",
     )
     compensable: bool = False
+    on_compensated: LocalizedText | None = None
     retry: RetrySpec = RetrySpec()
     call_timeout: timedelta = timedelta(seconds=30)
     deadline: timedelta = timedelta(hours=24)
@@ -169,6 +170,7 @@ def _plan_step(
         pivot=step.pivot,
         before_pivot=before_pivot,
         compensable=step.compensation is not None,
+        on_compensated=step.compensation.description if step.compensation else None,
         retry=step.retry,
         call_timeout=step.call_timeout,
         deadline=step.deadline,

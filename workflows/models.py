@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -68,6 +68,9 @@ class BundleInput(Model):
     channel: Literal["api", "kafka", "cli"] = "api"
     plan: BundlePlan
     received_at: datetime
+    task_queue_prefix: str = Field(
+        default="tellonce", description="Deployment prefix of the legacy systems' task queues."
+    )
     upsert_search_attributes: bool = Field(
         default=True,
         description=(
@@ -77,13 +80,19 @@ class BundleInput(Model):
     )
 
 
+ErrorKind = Literal["transient", "rejected", "needs_attention", "timeout", "compensation"]
+
+
 class StepError(Model):
     """The last error a step met; `code` and `message` carry no personal data."""
 
-    kind: Literal["transient", "rejected", "needs_attention", "timeout", "compensation"]
+    kind: ErrorKind
     code: str
     message: LocalizedText
     at: datetime
+    retry_after: timedelta | None = Field(
+        default=None, description="The legacy system's own hint of when to try again."
+    )
 
 
 class StepStatus(Model):

@@ -1,0 +1,132 @@
+"""Step activities: call one legacy system through its adapter and classify the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import (
+    STEP_NEEDS_ATTENTION,
+    STEP_REJECTED,
+    STEP_TRANSIENT,
+    UNKNOWN_SYSTEM,
+    ErrorDetails,
+    StepCall,
+    StepCallResult,
+)
+from adapters.sdk import (
+    TEMPORARILY_UNAVAILABLE,
+    Adapter,
+    AdapterError,
+    CallContext,
+    CompensationRequest,
+    NeedsAttentionError,
+    Operation,
+    RejectedError,
+    StepRequest,
+    TransientError,
+)
+from bundles.models import LocalizedText
+
+log = structlog.get_logger("tellonce.activities")
+
+UNEXPECTED_ERROR = LocalizedText(
+    en="Something went wrong while contacting the program; we will try again.",
+    fr="Un problème est survenu en communiquant avec le programme; nous réessaierons.",
+)
+
+
+class BundleActivities:
+    """The activities of a bundle, given the adapters of the legacy systems they call."""
+
+    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+        self._adapters = dict(adapters)
+
+    @activity.defn(name="invoke_step")
+    async def invoke_step(self, call: StepCall) -> StepCallResult:
+        """Send a step's request to its legacy system, with the step's idempotency key."""
+        adapter, ctx = self._prepare(call, "submit")
+        try:
+            result = await adapter.submit(ctx, StepRequest(fields=call.fields))
+        except Exception as exc:
+            raise _classified(exc, ctx) from None
+        ctx.log.info("step.accepted", reference=result.reference)
+        return StepCallResult(reference=result.reference, message=result.message)
+
+    @activity.defn(name="compensate_step")
+    async def compensate_step(self, call: StepCall) -> StepCallResult:
+        """Undo a step's earlier request at its legacy system."""
+        adapter, ctx = self._prepare(call, "compensate")
+        try:
+            result = await adapter.compensate(
+                ctx, CompensationRequest(reference=call.reference or "", fields=call.fields)
+            )
+        except Exception as exc:
+            raise _classified(exc, ctx) from None
+        ctx.log.info("step.compensated", reference=result.reference)
+        return StepCallResult(reference=result.reference, message=result.message)
+
+    def _prepare(self, call: StepCall, operation: Operation) -> tuple[Adapter, CallContext]:
+        info = activity.info()
+        bound = log.bind(
+            bundle=call.bundle_ref,
+            bundle_id=call.bundle_id,
+            step=call.step_id,
+            system=call.system,
+            operation=operation,
+            attempt=call.attempt,
+            activity_attempt=info.attempt,
+        )
+        adapter = self._adapters.get(call.system)
+        if adapter is None:
+            bound.error("step.unknown_system")
+            raise ApplicationError(
+                f"no adapter for system {call.system!r} on this worker",
+                ErrorDetails(code="unknown_system", message=UNEXPECTED_ERROR),
+                type=UNKNOWN_SYSTEM,
+            )
+        bound.info("step.calling")
+        ctx = CallContext(
+            idempotency_key=call.idempotency_key,
+            bundle_ref=call.bundle_ref,
+            step_id=call.step_id,
+            operation=operation,
+            attempt=call.attempt,
+            deadline=datetime.now(UTC) + call.timeout,
+            log=bound,
+        )
+        return adapter, ctx
+
+
+def _classified(exc: Exception, ctx: CallContext) -> ApplicationError:
+    """Map an adapter's exception to an `ApplicationError` free of personal data.
+
+    Only the error's code reaches the failure message, which Temporal stores unencrypted; the
+    bilingual message travels in the details, which are payloads.
+    """
+    if isinstance(exc, AdapterError):
+        details = ErrorDetails(code=exc.code, message=exc.message)
+        if isinstance(exc, RejectedError):
+            ctx.log.warning("step.rejected", code=exc.code)
+            return ApplicationError(f"rejected: {exc.code}", details, type=STEP_REJECTED, non_retryable=True)
+        if isinstance(exc, NeedsAttentionError):
+            ctx.log.warning("step.needs_attention", code=exc.code)
+            return ApplicationError(
+                f"needs attention: {exc.code}", details, type=STEP_NEEDS_ATTENTION, non_retryable=True
+            )
+        if isinstance(exc, TransientError):
+            details = details.model_copy(update={"retry_after": exc.retry_after})
+        ctx.log.warning("step.transient_error", code=exc.code, detail=exc.detail)
+        return ApplicationError(f"transient: {exc.code}", details, type=STEP_TRANSIENT)
+    # Not classified by the adapter: a bug or an unmapped library error. Its message may echo
+    # request data, so only its type is logged and recorded; it is retried like a transient error.
+    ctx.log.error("step.unexpected_error", error_type=type(exc).__name__)
+    return ApplicationError(
+        f"unexpected {type(exc).__name__} in adapter",
+        ErrorDetails(code=f"unexpected_{type(exc).__name__}", message=TEMPORARILY_UNAVAILABLE),
+        type=STEP_TRANSIENT,
+    )

@@ -1,0 +1,73 @@
+"""Worker role: the bundle workflow and one activity worker per legacy system's task queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.steps import BundleActivities
+from adapters.sdk import Adapter
+from infra.settings import Settings
+from infra.temporal import connect
+from workflows.bundle import BundleWorkflow
+from workflows.names import bundle_task_queue, legacy_task_queue
+
+log = structlog.get_logger("tellonce.worker")
+
+
+def build_workers(
+    client: Client,
+    adapters: Mapping[str, Adapter],
+    *,
+    task_queue_prefix: str,
+    max_concurrent_activities: int = 200,
+    max_concurrent_workflow_tasks: int = 200,
+) -> list[Worker]:
+    """One worker for bundle workflows, and one per legacy system so each can be throttled alone."""
+    activities = BundleActivities(adapters)
+    workers = [
+        Worker(
+            client,
+            task_queue=bundle_task_queue(task_queue_prefix),
+            workflows=[BundleWorkflow],
+            max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        )
+    ]
+    workers += [
+        Worker(
+            client,
+            task_queue=legacy_task_queue(task_queue_prefix, system),
+            activities=[activities.invoke_step, activities.compensate_step],
+            max_concurrent_activities=max_concurrent_activities,
+        )
+        for system in adapters
+    ]
+    return workers
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run every worker until cancelled, then close the adapters' connections."""
+    from adapters.registry import build_adapters  # the registry pulls in every adapter module
+
+    client = await connect(settings)
+    adapters = build_adapters(settings.sandbox_base_url)
+    workers = build_workers(
+        client,
+        adapters,
+        task_queue_prefix=settings.task_queue_prefix,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+    )
+    log.info("worker.started", task_queues=[w.task_queue for w in workers], systems=sorted(adapters))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for worker in workers:
+                group.create_task(worker.run())
+    finally:
+        for adapter in adapters.values():
+            await adapter.aclose()
+        log.info("worker.stopped")

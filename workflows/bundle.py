@@ -1,0 +1,560 @@
+"""`BundleWorkflow`: executes one resident's bundle, a DAG of steps, each at one legacy system."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        STEP_NEEDS_ATTENTION,
+        STEP_REJECTED,
+        ErrorDetails,
+        StepCall,
+        StepCallResult,
+    )
+    from bundles.models import LocalizedText
+    from bundles.plan import PlannedStep
+    from workflows import texts
+    from workflows.models import (
+        FINAL_STEP_STATES,
+        BundleInput,
+        BundleState,
+        BundleStatus,
+        DecisionAction,
+        DecisionResult,
+        ErrorKind,
+        OperatorAction,
+        StepDecision,
+        StepError,
+        StepState,
+        StepStatus,
+        WithdrawRequest,
+        WithdrawResult,
+    )
+    from workflows.names import SA_ATTENTION_STEPS, SA_STATE, legacy_task_queue
+
+SINGLE_ATTEMPT = RetryPolicy(maximum_attempts=1)
+"""Step calls are retried by the workflow itself, so residents and operators see every attempt,
+the backoff honours a system's Retry-After, and an operator can retry at once."""
+
+COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+    non_retryable_error_types=[STEP_REJECTED, STEP_NEEDS_ATTENTION],
+)
+"""Undoing is retried quickly by Temporal; past its bound, an operator decides."""
+
+CALL_TIMEOUT_MARGIN = timedelta(seconds=5)
+"""The adapter times its own call out first, so its error is classified rather than cut off."""
+
+INVOKE_STEP = "invoke_step"
+COMPENSATE_STEP = "compensate_step"
+
+
+class Abort(StrEnum):
+    """Why a bundle stops starting new steps and rolls back what it can."""
+
+    WITHDRAWN = "withdrawn"
+    FAILED = "failed"
+
+
+class _Next(StrEnum):
+    """What a step does after a failed attempt."""
+
+    RETRY = "retry"
+    NEW_ROUND = "new_round"
+    STOP = "stop"
+
+
+class _StepRun:
+    """Mutable bookkeeping of one step that is not part of its public status."""
+
+    def __init__(self, step: PlannedStep) -> None:
+        self.step = step
+        self.payload: dict[str, Any] = dict(step.payload)
+        self.revision = 0
+        self.attempts_in_round = 0
+        self.decision: StepDecision | None = None
+        self.retry_now = False
+
+
+@workflow.defn
+class BundleWorkflow:
+    """Runs a resolved bundle plan to a final state.
+
+    Guarantees:
+    * A step starts only when every step it `needs` is done; independent steps run in parallel,
+      each as an activity on its legacy system's own task queue.
+    * Every call to a legacy system carries an idempotency key derived from the workflow id, the
+      step and the operation, so retries, worker crashes and replays never duplicate an effect.
+    * Retries are bounded by the step's attempts and deadline; past them the step parks in
+      `needs_attention` with the reason, until an operator retries, amends, skips or fails it.
+    * Before the pivot, a required step's failure rolls back every completed reversible step in
+      reverse order and the bundle ends `failed`. After the pivot nothing is rolled back: failures
+      park for an operator (forward recovery).
+    * Withdrawal stops every step not yet sent and undoes the reversible ones that were done.
+    """
+
+    def __init__(self) -> None:
+        self._input: BundleInput | None = None
+        self._runs: dict[str, _StepRun] = {}
+        self._steps: dict[str, StepStatus] = {}
+        self._completed: list[str] = []
+        self._actions: list[OperatorAction] = []
+        self._abort: Abort | None = None
+        self._pivot_done = False
+        self._final: BundleState | None = None
+        # The client sets these search attributes when it starts the bundle.
+        self._visible: tuple[str, tuple[str, ...]] = (BundleState.RECEIVED.value, ())
+
+    # ------------------------------------------------------------------ orchestration
+
+    @workflow.run
+    async def run(self, bundle: BundleInput) -> BundleStatus:
+        """Execute the bundle's steps and return its final status."""
+        self._start(bundle)
+        self._sync_visibility()
+        try:
+            await asyncio.gather(
+                *(self._run_step(run) for run in self._runs.values() if run.step.skip is None)
+            )
+        except asyncio.CancelledError:
+            # A cancellation from Temporal is an operator stopping the bundle: treat it as a
+            # withdrawal so reversible steps are still undone before the workflow ends.
+            self._abort = self._abort or Abort.WITHDRAWN
+            await self._compensate()
+            self._finish_bundle()
+            raise
+        if self._abort is not None:
+            await self._compensate()
+        self._finish_bundle()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status()
+
+    def _start(self, bundle: BundleInput) -> None:
+        self._input = bundle
+        for step in bundle.plan.steps:
+            self._runs[step.id] = _StepRun(step)
+            status = StepStatus(
+                id=step.id,
+                program=step.program,
+                organization=step.organization,
+                level=step.level,
+                system=step.system,
+                state=StepState.PENDING,
+            )
+            if step.skip is not None:
+                status.state = StepState.SKIPPED
+                status.message = step.skip_message
+                status.finished_at = workflow.now()
+            self._steps[step.id] = status
+
+    async def _run_step(self, run: _StepRun) -> None:
+        step, status = run.step, self._steps[run.step.id]
+        await workflow.wait_condition(
+            lambda: (
+                self._abort is not None or all(self._steps[n].state in FINAL_STEP_STATES for n in step.needs)
+            )
+        )
+        if self._abort is not None:
+            self._end_step(status, StepState.SKIPPED, self._abort_message())
+            return
+        if any(self._steps[n].state != StepState.DONE for n in step.needs):
+            self._end_step(status, StepState.SKIPPED, texts.DEPENDENCY_NOT_DONE, exception=True)
+            return
+        status.started_at = workflow.now()
+        round_started = workflow.now()
+        while True:
+            error = await self._attempt(run)
+            if error is None:
+                return
+            next_move = await self._recover(run, error, workflow.now() - round_started)
+            if next_move is _Next.STOP:
+                return
+            if next_move is _Next.NEW_ROUND:
+                run.attempts_in_round = 0
+                round_started = workflow.now()
+
+    async def _recover(self, run: _StepRun, error: StepError, elapsed: timedelta) -> _Next:
+        """Decide what follows a failed attempt: back off, end the step, or ask an operator."""
+        step, status = run.step, self._steps[run.step.id]
+        if error.kind in ("transient", "timeout"):
+            exhausted = run.attempts_in_round >= step.retry.maximum_attempts
+            if not exhausted and elapsed < step.deadline:
+                if await self._back_off(run, error, step.deadline - elapsed):
+                    return _Next.RETRY
+                self._end_step(status, StepState.SKIPPED, self._abort_message())
+                return _Next.STOP
+            why = (
+                f"{step.system} still failing after {run.attempts_in_round} attempts"
+                if exhausted
+                else f"{step.system} still failing past the step's deadline of {step.deadline}"
+            )
+            why = f"{why} (last error: {error.code}); retry, skip or fail"
+        elif error.kind == "rejected":
+            if step.optional or (step.before_pivot and not self._pivot_done):
+                self._end_step(status, StepState.REJECTED, error.message, exception=True)
+                if not step.optional:
+                    self._abort = self._abort or Abort.FAILED
+                return _Next.STOP
+            why = f"{step.system} refused the request ({error.code}); amend, retry, skip or fail"
+        else:
+            why = f"{step.system} asks for a person ({error.code}); amend, retry, skip or fail"
+        decision = await self._park(run, why)
+        if decision is None:
+            self._end_step(status, StepState.SKIPPED, self._abort_message())
+            return _Next.STOP
+        return _Next.NEW_ROUND if self._apply_decision(run, decision) else _Next.STOP
+
+    async def _attempt(self, run: _StepRun) -> StepError | None:
+        """Call the step's legacy system once; None when it accepted the request."""
+        step, status = run.step, self._steps[run.step.id]
+        run.attempts_in_round += 1
+        status.attempts += 1
+        status.state = StepState.RUNNING
+        status.waiting_for = f"waiting for {step.system} to answer"
+        status.next_attempt_at = None
+        self._sync_visibility()
+        try:
+            result = await workflow.execute_activity(
+                INVOKE_STEP,
+                self._call(run, "submit"),
+                task_queue=self._task_queue(step),
+                start_to_close_timeout=step.call_timeout + CALL_TIMEOUT_MARGIN,
+                retry_policy=SINGLE_ATTEMPT,
+                result_type=StepCallResult,
+                summary=f"{step.id} attempt {status.attempts}",
+            )
+        except ActivityError as err:
+            status.last_error = _classify(err, workflow.now())
+            return status.last_error
+        status.reference = result.reference
+        self._completed.append(step.id)
+        if step.pivot:
+            self._pivot_done = True
+        self._end_step(status, StepState.DONE, step.on_done or result.message or texts.SENT)
+        return None
+
+    async def _back_off(self, run: _StepRun, error: StepError, remaining: timedelta) -> bool:
+        """Wait before the next attempt; False when the bundle is stopping instead."""
+        step, status = run.step, self._steps[run.step.id]
+        delay = _backoff(step, run.attempts_in_round)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        delay = max(min(delay, remaining), timedelta(seconds=1))
+        status.state = StepState.RETRYING
+        status.message = texts.RETRYING
+        status.next_attempt_at = workflow.now() + delay
+        status.waiting_for = (
+            f"{step.system} failed ({error.code}); attempt {run.attempts_in_round + 1} "
+            f"of {step.retry.maximum_attempts} at {status.next_attempt_at.isoformat()}"
+        )
+        self._sync_visibility()
+        run.retry_now = False
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._abort is not None or run.retry_now, timeout=delay)
+        return self._abort is None
+
+    async def _park(self, run: _StepRun, why: str) -> StepDecision | None:
+        """Wait in `needs_attention` for an operator's decision; None when the bundle stops."""
+        status = self._steps[run.step.id]
+        status.state = StepState.NEEDS_ATTENTION
+        status.message = texts.UNDER_REVIEW
+        status.waiting_for = why
+        status.next_attempt_at = None
+        run.decision = None
+        self._sync_visibility()
+        await workflow.wait_condition(lambda: self._abort is not None or run.decision is not None)
+        decision, run.decision = run.decision, None
+        return None if self._abort is not None else decision
+
+    def _apply_decision(self, run: _StepRun, decision: StepDecision) -> bool:
+        """Apply an operator's decision; True when the step should be tried again."""
+        step, status = run.step, self._steps[run.step.id]
+        if decision.action is DecisionAction.SKIP:
+            self._end_step(status, StepState.SKIPPED, texts.SKIPPED_BY_OPERATOR, exception=True)
+            return False
+        if decision.action is DecisionAction.FAIL:
+            self._end_step(status, StepState.FAILED, texts.FAILED_BY_OPERATOR, exception=True)
+            if step.before_pivot and not step.optional and not self._pivot_done:
+                self._abort = self._abort or Abort.FAILED
+            return False
+        if decision.action is DecisionAction.AMEND and decision.amended_fields:
+            run.payload = _merge(run.payload, decision.amended_fields)
+            # A new revision gets a new key: the system refused the old data, so this is a new
+            # request, not a retry of the old one.
+            run.revision += 1
+        return True
+
+    async def _compensate(self) -> None:
+        """Undo completed reversible steps, most recent first, each once."""
+        for step_id in reversed(self._completed):
+            run, status = self._runs[step_id], self._steps[step_id]
+            if not run.step.compensable or status.state != StepState.DONE:
+                continue
+            status.state = StepState.COMPENSATING
+            status.waiting_for = f"waiting for {run.step.system} to cancel the request"
+            self._sync_visibility()
+            while True:
+                try:
+                    await workflow.execute_activity(
+                        COMPENSATE_STEP,
+                        self._call(run, "compensate"),
+                        task_queue=self._task_queue(run.step),
+                        start_to_close_timeout=run.step.call_timeout + CALL_TIMEOUT_MARGIN,
+                        retry_policy=COMPENSATION_RETRY,
+                        result_type=StepCallResult,
+                        summary=f"{step_id} compensation",
+                    )
+                except ActivityError as err:
+                    status.last_error = _classify(err, workflow.now(), kind="compensation")
+                    decision = await self._park_compensation(run)
+                    if decision.action is DecisionAction.RETRY:
+                        status.state = StepState.COMPENSATING
+                        continue
+                    if decision.action is DecisionAction.SKIP:
+                        # The operator confirms the request was undone by other means.
+                        self._end_step(
+                            status, StepState.COMPENSATED, run.step.on_compensated or texts.COMPENSATED
+                        )
+                    else:
+                        self._end_step(status, StepState.FAILED, texts.FAILED_BY_OPERATOR, exception=True)
+                    break
+                self._end_step(status, StepState.COMPENSATED, run.step.on_compensated or texts.COMPENSATED)
+                break
+
+    async def _park_compensation(self, run: _StepRun) -> StepDecision:
+        status = self._steps[run.step.id]
+        status.state = StepState.NEEDS_ATTENTION
+        status.message = texts.UNDER_REVIEW
+        status.waiting_for = (
+            f"{run.step.system} could not cancel the request; retry, or confirm by hand and skip"
+        )
+        run.decision = None
+        self._sync_visibility()
+        await workflow.wait_condition(lambda: run.decision is not None)
+        decision, run.decision = run.decision, None
+        assert decision is not None
+        return decision
+
+    def _finish_bundle(self) -> None:
+        if self._abort is Abort.WITHDRAWN:
+            self._final = BundleState.WITHDRAWN
+        elif self._abort is Abort.FAILED:
+            self._final = BundleState.FAILED
+        elif any(s.exception for s in self._steps.values()):
+            self._final = BundleState.COMPLETED_WITH_EXCEPTIONS
+        else:
+            self._final = BundleState.COMPLETED
+        self._sync_visibility()
+
+    # ------------------------------------------------------------------ messages
+
+    @workflow.query
+    def status(self) -> BundleStatus:
+        """The bundle's current state, every step's state, attempts, last error and reference."""
+        return self._status()
+
+    @workflow.update
+    async def decide(self, decision: StepDecision) -> DecisionResult:
+        """An operator's decision for a step that needs attention (or a retry-now while retrying)."""
+        run = self._runs[decision.step_id]
+        self._record(decision.step_id, decision.action.value, decision.actor, decision.reason)
+        if self._steps[decision.step_id].state is StepState.RETRYING:
+            run.retry_now = True
+        else:
+            run.decision = decision
+        return DecisionResult(
+            step_id=decision.step_id, accepted=True, state=self._steps[decision.step_id].state
+        )
+
+    @decide.validator
+    def _validate_decision(self, decision: StepDecision) -> None:
+        if self._final is not None:
+            raise ValueError(f"the bundle has already ended ({self._final.value})")
+        if decision.step_id not in self._runs:
+            raise ValueError(f"no step {decision.step_id!r} in this bundle")
+        state = self._steps[decision.step_id].state
+        retrying_now = state is StepState.RETRYING and decision.action is DecisionAction.RETRY
+        if state is not StepState.NEEDS_ATTENTION and not retrying_now:
+            raise ValueError(f"step {decision.step_id!r} is {state.value}, not waiting for a decision")
+        if self._runs[decision.step_id].decision is not None:
+            raise ValueError(f"step {decision.step_id!r} already has a decision being applied")
+        if decision.action is DecisionAction.AMEND:
+            if not decision.amended_fields:
+                raise ValueError("amend needs amended_fields")
+            if self._steps[decision.step_id].state is not StepState.NEEDS_ATTENTION:
+                raise ValueError("only a step that needs attention can be amended")
+            unknown = _paths(decision.amended_fields) - _paths(self._runs[decision.step_id].payload)
+            if unknown:
+                raise ValueError(f"step {decision.step_id!r} does not receive {sorted(unknown)}")
+        elif decision.amended_fields:
+            raise ValueError("amended_fields are only accepted with the amend action")
+
+    @workflow.update
+    async def withdraw(self, request: WithdrawRequest) -> WithdrawResult:
+        """Withdraw the bundle: nothing more is sent and reversible steps are undone."""
+        self._record(None, "withdraw", request.actor, request.reason)
+        self._abort = Abort.WITHDRAWN
+        self._sync_visibility()
+        return WithdrawResult(accepted=True, state=self._state())
+
+    @withdraw.validator
+    def _validate_withdraw(self, request: WithdrawRequest) -> None:
+        if self._final is not None:
+            raise ValueError(f"the bundle has already ended ({self._final.value})")
+        if self._abort is not None:
+            raise ValueError(f"the bundle is already stopping ({self._abort.value})")
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _call(self, run: _StepRun, operation: str) -> StepCall:
+        bundle = self._bundle()
+        fields = dict(run.payload)
+        if run.step.references:
+            fields["references"] = {n: self._steps[n].reference for n in run.step.references}
+        suffix = f":r{run.revision}" if operation == "submit" and run.revision else ""
+        return StepCall(
+            bundle_ref=bundle.submission_id,
+            bundle_id=bundle.plan.bundle_id,
+            step_id=run.step.id,
+            system=run.step.system,
+            idempotency_key=f"{workflow.info().workflow_id}:{run.step.id}:{operation}{suffix}",
+            attempt=self._steps[run.step.id].attempts,
+            timeout=run.step.call_timeout,
+            fields=fields,
+            reference=self._steps[run.step.id].reference,
+        )
+
+    def _task_queue(self, step: PlannedStep) -> str:
+        return legacy_task_queue(self._bundle().task_queue_prefix, step.system)
+
+    def _bundle(self) -> BundleInput:
+        assert self._input is not None
+        return self._input
+
+    def _end_step(
+        self, status: StepStatus, state: StepState, message: LocalizedText | None, *, exception: bool = False
+    ) -> None:
+        status.state = state
+        status.message = message
+        status.exception = status.exception or exception
+        status.waiting_for = None
+        status.next_attempt_at = None
+        status.finished_at = workflow.now()
+        self._sync_visibility()
+
+    def _abort_message(self) -> LocalizedText:
+        return texts.STOPPED_WITHDRAWN if self._abort is Abort.WITHDRAWN else texts.STOPPED_BUNDLE_FAILED
+
+    def _record(self, step_id: str | None, action: str, actor: str, reason: str) -> None:
+        self._actions.append(
+            OperatorAction(step_id=step_id, action=action, actor=actor, reason=reason, at=workflow.now())
+        )
+
+    def _state(self) -> BundleState:
+        if self._final is not None:
+            return self._final
+        states = [s.state for s in self._steps.values()]
+        if StepState.NEEDS_ATTENTION in states:
+            return BundleState.NEEDS_ATTENTION
+        if all(s is StepState.PENDING or s is StepState.SKIPPED for s in states) and not any(
+            s.attempts for s in self._steps.values()
+        ):
+            return BundleState.RECEIVED
+        return BundleState.IN_PROGRESS
+
+    def _sync_visibility(self) -> None:
+        """Keep search attributes and the UI's current details in step with the bundle."""
+        state = self._state()
+        attention = tuple(s.id for s in self._steps.values() if s.state is StepState.NEEDS_ATTENTION)
+        waiting = [f"{s.id}: {s.waiting_for}" for s in self._steps.values() if s.waiting_for]
+        workflow.set_current_details(
+            f"**{state.value}**\n\n" + "\n".join(f"- {line}" for line in waiting) if waiting else state.value
+        )
+        if (state.value, attention) == self._visible:
+            return
+        self._visible = (state.value, attention)
+        if self._bundle().upsert_search_attributes:
+            workflow.upsert_search_attributes(
+                [SA_STATE.value_set(state.value), SA_ATTENTION_STEPS.value_set(list(attention))]
+            )
+
+    def _status(self) -> BundleStatus:
+        bundle = self._bundle()
+        updated = max(
+            [bundle.received_at]
+            + [t for s in self._steps.values() for t in (s.started_at, s.finished_at) if t is not None]
+        )
+        return BundleStatus(
+            submission_id=bundle.submission_id,
+            bundle_id=bundle.plan.bundle_id,
+            definition_version=bundle.plan.definition_version,
+            jurisdiction=bundle.plan.jurisdiction,
+            state=self._state(),
+            received_at=bundle.received_at,
+            updated_at=updated,
+            pivot_done=self._pivot_done,
+            steps=[s.model_copy() for s in self._steps.values()],
+            actions=list(self._actions),
+        )
+
+
+_ERROR_KINDS: dict[str, ErrorKind] = {
+    STEP_REJECTED: "rejected",
+    STEP_NEEDS_ATTENTION: "needs_attention",
+}
+
+
+def _classify(err: ActivityError, now: datetime, kind: ErrorKind | None = None) -> StepError:
+    """Turn an activity failure into the step's last error (no personal data in it)."""
+    cause = err.cause
+    if isinstance(cause, ActivityTimeoutError):
+        return StepError(kind=kind or "timeout", code="call_timed_out", message=texts.RETRYING, at=now)
+    if isinstance(cause, ApplicationError):
+        details = ErrorDetails.model_validate(cause.details[0]) if cause.details else None
+        return StepError(
+            kind=kind or _ERROR_KINDS.get(cause.type or "", "transient"),
+            code=details.code if details else (cause.type or "error"),
+            message=details.message if details else texts.RETRYING,
+            retry_after=details.retry_after if details else None,
+            at=now,
+        )
+    return StepError(kind=kind or "transient", code="activity_failed", message=texts.RETRYING, at=now)
+
+
+def _backoff(step: PlannedStep, attempt: int) -> timedelta:
+    seconds = step.retry.initial_interval.total_seconds() * step.retry.backoff_coefficient ** (attempt - 1)
+    return min(timedelta(seconds=seconds), step.retry.maximum_interval)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _paths(data: dict[str, Any], prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            paths |= _paths(value, f"{path}.")
+        else:
+            paths.add(path)
+    return paths

@@ -1,0 +1,48 @@
+"""Bilingual texts the bundle workflow shows residents (program-specific texts live in definitions)."""
+
+from __future__ import annotations
+
+from bundles.models import LocalizedText
+
+STOPPED_WITHDRAWN = LocalizedText(
+    en="Not sent: you withdrew your request before this program was contacted.",
+    fr="Non envoyé : vous avez retiré votre demande avant que ce programme soit contacté.",
+)
+STOPPED_BUNDLE_FAILED = LocalizedText(
+    en="Not sent: your request could not be completed, so this program was not contacted.",
+    fr="Non envoyé : votre demande n'a pas pu être traitée, ce programme n'a donc pas été contacté.",
+)
+DEPENDENCY_NOT_DONE = LocalizedText(
+    en="Not sent: a step this program depends on did not complete. Please apply to it directly.",
+    fr=(
+        "Non envoyé : une étape dont dépend ce programme n'a pas abouti. "
+        "Veuillez présenter une demande directement à ce programme."
+    ),
+)
+UNDER_REVIEW = LocalizedText(
+    en="An agent is reviewing this request. You do not need to do anything for now.",
+    fr="Un agent examine cette demande. Vous n'avez rien à faire pour le moment.",
+)
+RETRYING = LocalizedText(
+    en="The program's system is temporarily unavailable; we will try again automatically.",
+    fr="Le système du programme est temporairement indisponible; nous réessaierons automatiquement.",
+)
+SKIPPED_BY_OPERATOR = LocalizedText(
+    en="This program could not be notified through this service. Please apply to it directly.",
+    fr=(
+        "Ce programme n'a pas pu être avisé par ce service. "
+        "Veuillez présenter une demande directement à ce programme."
+    ),
+)
+FAILED_BY_OPERATOR = LocalizedText(
+    en="This request could not be completed. The program will contact you if it needs anything.",
+    fr="Cette demande n'a pas pu être traitée. Le programme communiquera avec vous au besoin.",
+)
+COMPENSATED = LocalizedText(
+    en="This request was cancelled.",
+    fr="Cette demande a été annulée.",
+)
+SENT = LocalizedText(
+    en="Sent to the program.",
+    fr="Transmis au programme.",
+)
