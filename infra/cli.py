@@ -195,7 +195,7 @@ def _load_catalogue_definitions() -> list[BundleDefinition]:
 
 
 def _yes(flag: bool) -> str:
-    return "yes" if flag else ""
+    return "yes" if flag else "no"
 
 
 @bundles_app.command("list")
@@ -225,24 +225,20 @@ def bundles_show(bundle_id: str, json_out: JsonOption = False, lang: LangOption 
     console.print(f"[bold]{getattr(d.title, lang.value)}[/bold]  ({d.id} v{d.version}, {d.jurisdiction})")
     console.print(getattr(d.description, lang.value))
     console.print(f"life event: {d.life_event}   submission schema: {d.submission_schema}")
-    steps = Table(
-        "step", "program", "organization", "level", "adapter", "needs", "consent", "optional", "pivot",
-        "fields", title="Steps",
-    )  # fmt: skip
-    for step in d.steps:
-        steps.add_row(
-            step.id,
-            getattr(step.program, lang.value),
-            getattr(step.organization, lang.value),
-            step.level.value,
-            step.adapter,
-            ", ".join(step.needs),
-            step.consent or "",
-            _yes(step.optional),
-            _yes(step.pivot),
-            "\n".join(step.fields),
+    # One block per step rather than one wide table: ten columns do not fit a terminal.
+    for number, step in enumerate(d.steps, start=1):
+        console.print(
+            f"\n[bold]{number}. {step.id}[/bold]: {getattr(step.program, lang.value)} "
+            f"({getattr(step.organization, lang.value)}, {step.level.value})"
         )
-    console.print(steps)
+        rules = Table.grid(padding=(0, 2))
+        rules.add_row("  adapter", step.adapter)
+        rules.add_row("  needs", ", ".join(step.needs) or "-")
+        rules.add_row("  consent", step.consent or "-")
+        rules.add_row("  optional", _yes(step.optional))
+        rules.add_row("  pivot", _yes(step.pivot))
+        rules.add_row("  fields", ", ".join(step.fields))
+        console.print(rules)
 
 
 @bundles_app.command("validate")
