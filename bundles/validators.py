@@ -11,10 +11,10 @@ import itertools
 import re
 import unicodedata
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, ValidationInfo, WithJsonSchema
+from pydantic import AfterValidator, StringConstraints, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from stdnum import luhn
 from stdnum.ca import sin as stdnum_sin
@@ -226,11 +226,8 @@ _NAME_FIRST = re.compile(rf"^[{_NAME_LETTERS}]")
 _NAME_SEPARATORS = frozenset(" -'.")
 
 
-def _nfc(value: Any) -> Any:
-    # Runs before length constraints so a decomposed "é" counts as one character.
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value).replace("\u2019", "'")
-    return value
+def _nfc(value: str) -> str:
+    return unicodedata.normalize("NFC", value).replace("\u2019", "'")
 
 
 def normalize_person_name(value: str) -> str:
@@ -260,7 +257,7 @@ def normalize_person_name(value: str) -> str:
             raise custom_error("name_punctuation")
     if name[-1] in "-'":
         raise custom_error("name_punctuation")
-    return str(name)
+    return name
 
 
 def check_single_line(value: str) -> str:
@@ -425,7 +422,6 @@ ProvinceCode = Annotated[
 OntarioHealthNumber = Annotated[str, AfterValidator(normalize_ontario_health_number)]
 PersonName = Annotated[
     str,
-    BeforeValidator(_nfc),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(normalize_person_name),
 ]
