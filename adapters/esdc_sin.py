@@ -1,0 +1,35 @@
+"""ESDC Social Insurance Number for a newborn: answers with a request reference; the SIN is mailed."""
+
+from __future__ import annotations
+
+from adapters.http import JsonRestAdapter
+from adapters.mapping import FieldMap, Rename, compact_postal_code, digits, language_letter
+from adapters.on_registrar_births import registration_number
+
+
+class EsdcSinAdapter(JsonRestAdapter):
+    """Newborn SIN application; the answer is a request reference, never a SIN."""
+
+    system = "esdc-sin"
+    field_map = FieldMap(
+        Rename("references", "province_registration_number", registration_number),
+        Rename("child.given_names", "child.first_name"),
+        Rename("child.surname", "child.last_name"),
+        Rename("child.sex", "child.sex"),
+        Rename("child.date_of_birth", "child.birth_date"),
+        Rename("child.place_of_birth.municipality", "child.birth_city"),
+        Rename("child.place_of_birth.province", "child.birth_province"),
+        Rename("birth_parent.given_names", "parent.first_name"),
+        Rename("birth_parent.surname", "parent.last_name"),
+        Rename("birth_parent.surname_at_birth", "parent.last_name_at_birth"),
+        Rename("birth_parent.sin", "parent.sin", digits),
+        Rename("birth_parent.status_in_canada", "parent.status_in_canada"),
+        Rename("birth_parent.mailing_address.street", "mailing_address.address_line_1"),
+        Rename("birth_parent.mailing_address.unit", "mailing_address.address_line_2"),
+        Rename("birth_parent.mailing_address.municipality", "mailing_address.city"),
+        Rename("birth_parent.mailing_address.province", "mailing_address.province_code"),
+        Rename(
+            "birth_parent.mailing_address.postal_code", "mailing_address.postal_code", compact_postal_code
+        ),
+        Rename("language", "language_of_correspondence", language_letter),
+    )
