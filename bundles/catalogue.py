@@ -143,12 +143,14 @@ def check_definition(definition: BundleDefinition, *, known_adapters: Collection
     problems.extend(_check_cycles(definition.steps, steps))
     problems.extend(_check_pivot(definition, steps))
 
-    used = {step.consent for step in definition.steps}
-    problems.extend(
-        f"consent purpose '{purpose}' is declared but no step uses it"
-        for purpose in definition.consent_purposes
-        if purpose not in used
-    )
+    used = {step.consent for step in definition.steps if step.consent is not None}
+    if used <= set(definition.consent_purposes):
+        # With a misspelt purpose in a step, "declared but unused" would only repeat that problem.
+        problems.extend(
+            f"consent purpose '{purpose}' is declared but no step uses it"
+            for purpose in definition.consent_purposes
+            if purpose not in used
+        )
     if paths is not None:
         problems.extend(
             f"submission rule: field '{rule.field}' is not in submission schema "
@@ -197,14 +199,16 @@ def _check_step(
 
 
 def _transitive_needs(step_id: str, steps: Mapping[str, StepDefinition]) -> set[str]:
+    """Ids a step needs directly or not, unknown ones included (they end the walk)."""
     found: set[str] = set()
     todo = list(steps[step_id].needs) if step_id in steps else []
     while todo:
         need = todo.pop()
-        if need in found or need not in steps:
+        if need in found:
             continue
         found.add(need)
-        todo.extend(steps[need].needs)
+        if need in steps:
+            todo.extend(steps[need].needs)
     return found
 
 
@@ -246,12 +250,18 @@ def _check_pivot(definition: BundleDefinition, steps: Mapping[str, StepDefinitio
         return []
     pivot = pivots[0]
     # Nothing leaves for another program before the pivot unless it can be undone.
-    return [
-        f"step '{step.id}': neither needs the pivot '{pivot}' (directly or not) nor has a compensation; "
-        "a step that may run before the pivot must be reversible"
-        for step in definition.steps
-        if step.id != pivot and step.compensation is None and pivot not in _transitive_needs(step.id, steps)
-    ]
+    problems: list[str] = []
+    for step in definition.steps:
+        ancestors = _transitive_needs(step.id, steps)
+        if step.id == pivot or step.compensation is not None or pivot in ancestors:
+            continue
+        if not ancestors <= steps.keys():
+            continue  # an unknown need is reported already, and may well be the pivot misspelt
+        problems.append(
+            f"step '{step.id}': neither needs the pivot '{pivot}' (directly or not) nor has a compensation; "
+            "a step that may run before the pivot must be reversible"
+        )
+    return problems
 
 
 @dataclass(frozen=True)
