@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -45,6 +46,7 @@ errors = Console(stderr=True, highlight=False)
 
 EXIT_UNREACHABLE = 2
 """Exit code when the API cannot be reached (1 means the API answered with a refusal or failure)."""
+EXIT_USAGE = 2
 
 FOLLOW_INTERVAL = 0.5
 SUCCESS_STATES = frozenset({BundleState.COMPLETED.value, BundleState.COMPLETED_WITH_EXCEPTIONS.value})
@@ -73,6 +75,14 @@ LangOption = Annotated[Lang, typer.Option("--lang", help="Language of program na
 def _fail(message: str, code: int = 1) -> NoReturn:
     errors.print(message, soft_wrap=True, markup=False)
     raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and options); a bad TELLONCE_* value is one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc}", EXIT_USAGE)
 
 
 # --- the dev stack and production roles -------------------------------------------------------
@@ -109,7 +119,7 @@ def dev(
     if port_base is not None:
         overrides["port_base"] = port_base
     code = run_dev(
-        Settings(**overrides),
+        _settings(**overrides),
         say=lambda line: console.print(line, soft_wrap=True),
         complain=lambda line: errors.print(line, soft_wrap=True, markup=False),
     )
@@ -120,7 +130,7 @@ def _role_settings() -> Settings:
     """Settings for a production role, with logging configured once for the process."""
     from infra.logging import configure_logging  # noqa: PLC0415 - only roles log
 
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -285,7 +295,7 @@ def http_client(api_url: str) -> httpx.Client:
 
 
 def _api_url(api: str | None) -> str:
-    return (api or Settings().api_base_url).rstrip("/")
+    return (api or _settings().api_base_url).rstrip("/")
 
 
 @contextlib.contextmanager
@@ -300,7 +310,7 @@ def _api(api: str | None) -> Iterator[tuple[httpx.Client, str]]:
 
 
 def _access_codes_file() -> Path:
-    return Settings().data_dir / "cli" / "access-codes.json"
+    return _settings().data_dir / "cli" / "access-codes.json"
 
 
 def _read_access_codes(path: Path) -> dict[str, str]:
