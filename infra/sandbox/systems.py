@@ -16,6 +16,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel
 
+from bundles.fees import CERTIFICATE_FEES_CENTS, certificate_fee_cents
 from bundles.models import LocalizedText
 from infra.sandbox.faults import FaultState, FieldRule, utcnow
 
@@ -91,13 +92,15 @@ def _prefixed(prefix: str, length: int) -> Callable[[datetime], str]:
     return make
 
 
-CERTIFICATE_FEES_CENTS = {"short": 2500, "long": 3500}
-"""Per copy: the short-form birth certificate and the long-form (certified copy of registration)."""
 MAX_COPIES = 10
+"""ServiceOntario's own ceiling per order (the newborn form itself allows fewer)."""
 
 
 def certificate_fee(fields: dict[str, Any]) -> int:
-    """The fee of a certificate order, from `certificate.form` and `certificate.copies`."""
+    """The fee of a certificate order, from `certificate.form` and `certificate.copies`.
+
+    The simulated ServiceOntario charges from the same table the bundle quotes to residents.
+    """
     certificate = fields.get("certificate")
     if not isinstance(certificate, dict):
         raise BusinessError(
@@ -125,7 +128,7 @@ def certificate_fee(fields: dict[str, Any]) -> int:
                 fr=f"Le nombre de copies doit être entre 1 et {MAX_COPIES}.",
             ),
         )
-    return CERTIFICATE_FEES_CENTS[form] * copies
+    return certificate_fee_cents(form, copies)
 
 
 SYSTEMS: tuple[SystemSpec, ...] = (
