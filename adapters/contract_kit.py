@@ -91,14 +91,7 @@ class ContractCase:
         timeout: timedelta | None = None,
     ) -> CallContext:
         """A call context for one call of a check."""
-        return CallContext(
-            idempotency_key=key,
-            bundle_ref=f"{self.key_prefix}bundle",
-            step_id="contract",
-            operation=operation,
-            attempt=attempt,
-            deadline=datetime.now(UTC) + (timeout or self.call_timeout),
-        )
+        return call_context(key, operation=operation, attempt=attempt, timeout=timeout or self.call_timeout)
 
     async def effects(self, key: str) -> list[dict[str, Any]]:
         """The ledger entries of exactly this key."""
@@ -113,6 +106,35 @@ class ContractCase:
             yield
         finally:
             await self.admin.clear_faults(self.system)
+
+
+def call_context(
+    key: str,
+    *,
+    operation: Operation = "submit",
+    attempt: int = 1,
+    timeout: timedelta = timedelta(seconds=10),
+    bundle_ref: str = "contract-bundle",
+    step_id: str = "contract",
+) -> CallContext:
+    """A call context as tellonce's step activities build one, for calling an adapter in tests.
+
+    Args:
+        key: The idempotency key.
+        operation: `submit`, `compensate` or `status`.
+        attempt: 1 for a first try.
+        timeout: Time from now until the call's deadline.
+        bundle_ref: The bundle's id (no personal data).
+        step_id: The step the call serves.
+    """
+    return CallContext(
+        idempotency_key=key,
+        bundle_ref=bundle_ref,
+        step_id=step_id,
+        operation=operation,
+        attempt=attempt,
+        deadline=datetime.now(UTC) + timeout,
+    )
 
 
 def expect(condition: bool, message: str) -> None:

@@ -20,6 +20,7 @@ from adapters.on_certificates import OntarioCertificateAdapter
 from adapters.on_registrar_births import OntarioBirthRegistrationAdapter, registration_number
 from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS, build_adapters
 from adapters.resp_referral import RespReferralAdapter
+from adapters.samples import NEWBORN_FIELDS as NEWBORN
 from adapters.sdk import (
     CallContext,
     CompensationRequest,
@@ -331,33 +332,6 @@ def test_registry_names_the_five_systems() -> None:
 
 
 # --- field mapping ---------------------------------------------------------------------------
-
-NEWBORN = {
-    "language": "fr",
-    "child": {
-        "given_names": "Élodie",
-        "surname": "Tremblay",
-        "sex": "F",
-        "date_of_birth": "2026-01-31",
-        "place_of_birth": {"facility_name": "Hôpital Montfort", "municipality": "Ottawa", "province": "ON"},
-    },
-    "birth_parent": {
-        "given_names": "Marie",
-        "surname": "Tremblay",
-        "surname_at_birth": "Gagnon",
-        "date_of_birth": "1994-05-02",
-        "place_of_birth": {"municipality": "Gatineau", "province_or_country": "QC"},
-        "sin": "046 454 286",
-        "marital_status": "married",
-        "mailing_address": {
-            "street": "100 rue Principale",
-            "municipality": "Ottawa",
-            "province": "ON",
-            "postal_code": "k1a 0b1",
-        },
-    },
-    "references": {"register_birth": "ON-2026-0000042", "other": "SO-CERT-XYZ"},
-}
 
 
 async def sent_fields(cls: type[JsonRestAdapter], fields: dict[str, Any]) -> dict[str, Any]:
