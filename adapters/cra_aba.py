@@ -24,10 +24,10 @@ from adapters.on_registrar_births import registration_number
 
 
 def birthplace(place: Any) -> str | None:
-    """A parent's place of birth as CRA keeps it: `MUNICIPALITY, PROVINCE OR COUNTRY`."""
+    """A place of birth as CRA keeps it: `MUNICIPALITY, PROVINCE` (or country); no facility."""
     if not isinstance(place, Mapping):
         return None
-    parts = [str(place[key]) for key in ("municipality", "province_or_country") if place.get(key)]
+    parts = [str(place[key]) for key in ("municipality", "province", "province_or_country") if place.get(key)]
     return ", ".join(parts).upper() or None
 
 
@@ -41,7 +41,7 @@ class CraAbaAdapter(JsonRestAdapter):
         Rename("child.surname", "child_surname", upper),
         Rename("child.sex", "child_sex"),
         Rename("child.date_of_birth", "child_birth_date", compact_date),
-        Rename("child.place_of_birth.municipality", "child_birth_place", upper),
+        Rename("child.place_of_birth", "child_birth_place", birthplace),
         Rename("birth_parent.given_names", "applicant_given_name", upper),
         Rename("birth_parent.surname", "applicant_surname", upper),
         Rename("birth_parent.date_of_birth", "applicant_birth_date", compact_date),

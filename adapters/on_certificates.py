@@ -19,10 +19,11 @@ class OntarioCertificateAdapter(JsonRestAdapter):
         Rename("child.given_names", "subject.given_names"),
         Rename("child.surname", "subject.surname"),
         Rename("child.date_of_birth", "subject.date_of_birth"),
-        Rename("child.place_of_birth.municipality", "subject.place_of_birth"),
+        Rename("child.place_of_birth", "subject.place_of_birth"),
         Rename("birth_parent.given_names", "applicant.given_names"),
         Rename("birth_parent.surname", "applicant.surname"),
         Rename("birth_parent.email", "applicant.email"),
+        Rename("birth_parent.phone", "applicant.phone"),
         Rename("birth_parent.mailing_address", "delivery_address"),
         Rename("language", "language"),
     )

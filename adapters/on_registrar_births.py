@@ -38,6 +38,7 @@ def _parent(source: str, target: str) -> tuple[Rename, ...]:
         Rename(f"{source}.date_of_birth", f"{target}.birth_date"),
         Rename(f"{source}.place_of_birth", f"{target}.birthplace"),
         Rename(f"{source}.marital_status", f"{target}.marital_status"),
+        Rename(f"{source}.health_number", f"{target}.health_number"),
     )
 
 
@@ -58,6 +59,8 @@ class OntarioBirthRegistrationAdapter(JsonRestAdapter):
         Rename("child.place_of_birth.province", "child.birth_province"),
         *_parent("birth_parent", "parent_1"),
         *_parent("other_parent", "parent_2"),
-        Rename("birth_parent.mailing_address", "informant_address"),
+        Rename("birth_parent.mailing_address", "informant.address"),
+        Rename("birth_parent.email", "informant.email"),
+        Rename("birth_parent.phone", "informant.phone"),
         Rename("language", "correspondence_language"),
     )

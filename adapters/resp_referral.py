@@ -21,7 +21,7 @@ class RespReferralAdapter(JsonRestAdapter):
         Rename("birth_parent.surname", "contact.last_name"),
         Rename("birth_parent.email", "contact.email"),
         Rename("birth_parent.phone", "contact.phone"),
-        Rename("birth_parent.mailing_address.postal_code", "contact.postal_code"),
+        Rename("birth_parent.mailing_address", "contact.mailing_address"),
         Rename("language", "contact.preferred_language"),
         Rename("child.given_names", "beneficiary.first_name"),
         Rename("child.date_of_birth", "beneficiary.birth_date"),
