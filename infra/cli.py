@@ -363,7 +363,8 @@ def _refused(response: httpx.Response, lang: Lang) -> NoReturn:
         _fail(f"the API answered {response.status_code}: {response.text.strip()[:500]}")
     errors.print(
         f"[red]{problem.get('title') or 'refused'}[/red] ({response.status_code})"
-        + (f": {problem['detail']}" if problem.get("detail") else "")
+        + (f": {_localized(problem['detail'], lang)}" if problem.get("detail") else ""),
+        soft_wrap=True,
     )
     for error in problem.get("errors") or []:
         where = error.get("path") or "(submission)"
@@ -400,10 +401,14 @@ def _fetch_status(client: httpx.Client, tracking_id: str, access_code: str, lang
 
 
 def _status_table(status: dict[str, Any], lang: Lang) -> Table:
-    table = Table(
-        "program", "organization", "state", "attempts", "reference", "message",
-        title=f"{status.get('bundle_id')} · {status.get('tracking_id')} · {status.get('state')}",
-    )  # fmt: skip
+    table = Table(title=f"{status.get('bundle_id')} · {status.get('tracking_id')} · {status.get('state')}")
+    table.add_column("program", overflow="fold")
+    table.add_column("organization", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    # A reference is what a resident quotes to an agency: wrap it rather than cut it short.
+    table.add_column("reference", overflow="fold")
+    table.add_column("message")
     for step in status.get("steps", []):
         message = _localized(step.get("message"), lang)
         if step.get("waiting_for"):
@@ -419,12 +424,11 @@ def _status_table(status: dict[str, Any], lang: Lang) -> Table:
     return table
 
 
-def _references(status: dict[str, Any], lang: Lang) -> Table:
-    table = Table("program", "reference", title="References", show_edge=False)
+def _print_references(status: dict[str, Any], lang: Lang) -> None:
+    console.print("references:")
     for step in status.get("steps", []):
         if step.get("reference"):
-            table.add_row(_localized(step.get("program"), lang), str(step["reference"]))
-    return table
+            console.print(f"  {_localized(step.get('program'), lang)}: {step['reference']}", soft_wrap=True)
 
 
 def _follow(client: httpx.Client, tracking_id: str, access_code: str, lang: Lang, json_out: bool) -> NoReturn:
@@ -441,7 +445,9 @@ def _follow(client: httpx.Client, tracking_id: str, access_code: str, lang: Lang
                 time.sleep(FOLLOW_INTERVAL)
                 status = _fetch_status(client, tracking_id, access_code, lang)
                 live.update(_status_table(status, lang))
-        console.print(_references(status, lang))
+        # Off a terminal Live leaves its last frame without a final newline.
+        console.line()
+        _print_references(status, lang)
         console.print(f"bundle {status.get('state')}")
     raise typer.Exit(0 if status.get("state") in SUCCESS_STATES else 1)
 
