@@ -5,21 +5,23 @@ event loop needs no locks. An effect is recorded before any injected latency, as
 commits before its answer is lost on the way back.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must evaluate the route signatures, whose
+# dependencies are local to the router factories.
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from bundles.models import LocalizedText
 from infra.logging import configure_logging
 from infra.sandbox.faults import Fault, FaultState, FaultUpdate, utcnow
-from infra.sandbox.systems import CANCELLED, Answer, SystemState, fresh_states
+from infra.sandbox.systems import CANCELLED, Answer, LedgerOperation, SystemState, fresh_states
 from infra.settings import Settings
 
 log = structlog.get_logger("tellonce.sandbox")
@@ -92,6 +94,44 @@ def checked_key(key: str | None) -> str | None:
     return key if key and len(key) <= MAX_KEY_LENGTH and key.isprintable() else None
 
 
+class UnknownSystemError(Exception):
+    """A path named a system the sandbox does not simulate."""
+
+
+def lookup(states: dict[str, SystemState]) -> Callable[[str], SystemState]:
+    """A FastAPI dependency resolving `{system_id}` to its state (404 when unknown)."""
+
+    def system_state(system_id: str) -> SystemState:
+        state = states.get(system_id)
+        if state is None:
+            raise UnknownSystemError(system_id)
+        return state
+
+    return system_state
+
+
+async def write(
+    state: SystemState,
+    idempotency_key: str | None,
+    request: Request,
+    operation: LedgerOperation,
+    process: Callable[[str, dict[str, Any]], Answer],
+) -> JSONResponse:
+    """The path every effect takes: key, faults, body, replay or process, latency, answer."""
+    key = checked_key(idempotency_key)
+    if key is None:
+        state.counts.requests += 1
+        return error(400, "idempotency_key_required", KEY_REQUIRED)
+    if (faulted := gate(state, key)) is not None:
+        return faulted
+    fields = await read_fields(request, required=operation == "submit")
+    if fields is None:
+        return error(400, "malformed_request", MALFORMED)
+    replayed = state.replay(operation, key)
+    result = replayed or process(key, fields)
+    return await answer(state, key, result, replayed=replayed is not None)
+
+
 def create_app() -> FastAPI:
     """Build a sandbox app with every system empty and no faults."""
     states = fresh_states()
@@ -100,70 +140,49 @@ def create_app() -> FastAPI:
         description="Simulated legacy systems for development, demos and tests. Never in production.",
         version="1",
     )
-    app.include_router(system_routes(states))
-    app.include_router(admin_routes(states), prefix="/sandbox")
+
+    async def unknown_system(_request: Request, _exc: Exception) -> JSONResponse:
+        return error(404, "unknown_system", UNKNOWN_SYSTEM)
+
+    app.add_exception_handler(UnknownSystemError, unknown_system)
+    app.include_router(system_routes(lookup(states)))
+    app.include_router(admin_routes(states, lookup(states)), prefix="/sandbox")
     return app
 
 
-def system_routes(states: dict[str, SystemState]) -> APIRouter:
+def system_routes(system_state: Callable[[str], SystemState]) -> APIRouter:
     """The endpoints a legacy system itself exposes (what adapters call)."""
     router = APIRouter(tags=["systems"])
+    System = Annotated[SystemState, Depends(system_state)]  # noqa: N806 - a type alias
 
     @router.post("/systems/{system_id}/requests", status_code=201)
     async def submit(
-        system_id: str,
-        request: Request,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        state: System, request: Request, idempotency_key: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
         """Send a request to a system: `{"fields": {...}}` with an `Idempotency-Key` header."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
-        key = checked_key(idempotency_key)
-        if key is None:
-            state.counts.requests += 1
-            return error(400, "idempotency_key_required", KEY_REQUIRED)
-        if (faulted := gate(state, key)) is not None:
-            return faulted
-        fields = await read_fields(request, required=True)
-        if fields is None:
-            return error(400, "malformed_request", MALFORMED)
-        replayed = state.replay("submit", key)
-        result = replayed or state.submit(key, fields)
-        return await answer(state, key, result, replayed=replayed is not None)
+        return await write(state, idempotency_key, request, "submit", state.submit)
 
     @router.post("/systems/{system_id}/requests/{reference}/cancel")
     async def cancel(
-        system_id: str,
+        state: System,
         reference: str,
         request: Request,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Cancel (compensate) an accepted request; only reversible systems support it."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         if not state.spec.reversible:
             return error(405, "cancel_not_supported", CANCEL_UNSUPPORTED)
-        key = checked_key(idempotency_key)
-        if key is None:
-            state.counts.requests += 1
-            return error(400, "idempotency_key_required", KEY_REQUIRED)
-        if (faulted := gate(state, key)) is not None:
-            return faulted
-        fields = await read_fields(request, required=False)
-        if fields is None:
-            return error(400, "malformed_request", MALFORMED)
-        replayed = state.replay("cancel", key)
-        result = replayed or state.cancel(key, reference, fields)
-        return await answer(state, key, result, replayed=replayed is not None)
+        return await write(
+            state,
+            idempotency_key,
+            request,
+            "cancel",
+            lambda key, fields: state.cancel(key, reference, fields),
+        )
 
     @router.get("/systems/{system_id}/requests/{reference}")
-    async def request_status(system_id: str, reference: str) -> JSONResponse:
+    async def request_status(state: System, reference: str) -> JSONResponse:
         """What a system says about a request it accepted."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         if (faulted := gate(state, None)) is not None:
             return faulted
         order = state.orders.get(reference)
@@ -179,9 +198,10 @@ def system_routes(states: dict[str, SystemState]) -> APIRouter:
     return router
 
 
-def admin_routes(states: dict[str, SystemState]) -> APIRouter:
+def admin_routes(states: dict[str, SystemState], system_state: Callable[[str], SystemState]) -> APIRouter:
     """The `/sandbox` admin API: systems, ledgers, faults, reset (mutates `states` in place)."""
     router = APIRouter(tags=["admin"])
+    System = Annotated[SystemState, Depends(system_state)]  # noqa: N806 - a type alias
 
     @router.get("/systems")
     async def list_systems() -> dict[str, Any]:
@@ -189,53 +209,42 @@ def admin_routes(states: dict[str, SystemState]) -> APIRouter:
         now = utcnow()
         return {"systems": [state.view(now) for state in states.values()]}
 
-    @router.get("/systems/{system_id}", response_model=None)
-    async def show_system(system_id: str) -> dict[str, Any] | JSONResponse:
+    @router.get("/systems/{system_id}")
+    async def show_system(state: System) -> dict[str, Any]:
         """One system, as in the list."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         return state.view(utcnow())
 
-    @router.get("/systems/{system_id}/ledger", response_model=None)
+    @router.get("/systems/{system_id}/ledger")
     async def ledger(
-        system_id: str, key_prefix: Annotated[str | None, Query(min_length=1)] = None
-    ) -> dict[str, Any] | JSONResponse:
+        state: System, key_prefix: Annotated[str | None, Query(min_length=1)] = None
+    ) -> dict[str, Any]:
         """The effects a system had, oldest first, optionally only those whose key has a prefix."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         entries = [
             entry.model_dump(mode="json")
             for entry in state.ledger
             if key_prefix is None or entry.idempotency_key.startswith(key_prefix)
         ]
-        return {"system": system_id, "entries": entries}
+        return {"system": state.spec.id, "entries": entries}
 
-    @router.put("/systems/{system_id}/faults", response_model=None)
-    async def set_faults(system_id: str, update: FaultUpdate) -> dict[str, Any] | JSONResponse:
+    @router.put("/systems/{system_id}/faults")
+    async def set_faults(state: System, update: FaultUpdate) -> dict[str, Any]:
         """Merge-update a system's faults: keys left out keep their value, null clears one."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         now = utcnow()
         state.faults.update(update, now)
-        log.info("sandbox.faults_set", system=system_id, keys=sorted(update.model_fields_set))
+        log.info("sandbox.faults_set", system=state.spec.id, keys=sorted(update.model_fields_set))
         return state.view(now)
 
-    @router.delete("/systems/{system_id}/faults", response_model=None)
-    async def clear_faults(system_id: str) -> dict[str, Any] | JSONResponse:
+    @router.delete("/systems/{system_id}/faults")
+    async def clear_faults(state: System) -> dict[str, Any]:
         """Clear every fault of a system."""
-        state = states.get(system_id)
-        if state is None:
-            return error(404, "unknown_system", UNKNOWN_SYSTEM)
         state.faults = FaultState()
-        log.info("sandbox.faults_cleared", system=system_id)
+        log.info("sandbox.faults_cleared", system=state.spec.id)
         return state.view(utcnow())
 
     @router.post("/reset")
     async def reset() -> dict[str, Any]:
         """Forget every ledger, order, fee and fault (development convenience)."""
+        # In place: the lookup dependency holds this same dict.
         states.clear()
         states.update(fresh_states())
         log.info("sandbox.reset")
