@@ -193,6 +193,7 @@ def system_routes(system_state: Callable[[str], SystemState]) -> APIRouter:
         if order.fee_cents is not None:
             body["fee_cents"] = order.fee_cents
             body["refunded"] = order.refunded
+            body["refunded_cents"] = order.fee_cents if order.refunded else 0
         return JSONResponse(body)
 
     return router

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -59,6 +60,20 @@ class SandboxAdmin:
         body = await self._call("GET", f"/sandbox/systems/{system}/ledger", params=params)
         entries: list[dict[str, Any]] = body["entries"]
         return entries
+
+    async def request(self, system: str, reference: str) -> dict[str, Any]:
+        """What a system says about one request it accepted: `reference`, `state`, `message`, and
+        for certificate orders `fee_cents`, `refunded` and `refunded_cents`.
+
+        Faults set without a `key_prefix` apply to this read too (it is the system's own endpoint).
+
+        Raises:
+            httpx.HTTPStatusError: 404 when the system does not know the reference.
+        """
+        found: dict[str, Any] = await self._call(
+            "GET", f"/systems/{system}/requests/{quote(reference, safe='')}"
+        )
+        return found
 
     async def set_faults(self, system: str, **faults: Any) -> dict[str, Any]:
         """Merge-update a system's faults (`down`, `down_for_s`, `error_rate`, `fail_next`,

@@ -243,9 +243,10 @@ async def test_certificate_fees_are_charged_and_refunded_once(
     after = await fees(admin)
     assert after["refunded_cents"] - before["refunded_cents"] == 7000
     assert after["net_cents"] - before["net_cents"] == 2500
-    status = (await http.get(f"/systems/on-certificates/requests/{reference}")).json()
+    status = await admin.request("on-certificates", reference)
     assert status["state"] == "cancelled"
     assert status["refunded"] is True
+    assert status["refunded_cents"] == status["fee_cents"] == 7000
 
     entries = await admin.ledger("on-certificates", key_prefix=prefix)
     assert [(e["operation"], e["outcome"], e["amount_cents"]) for e in entries] == [
