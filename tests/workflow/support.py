@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.worker import Replayer
 
 from adapters.sdk import (
@@ -219,9 +224,9 @@ async def start_bundle(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes(
             [
-                SA_BUNDLE_ID.value_set(bundle_plan.bundle_id),
-                SA_JURISDICTION.value_set(bundle_plan.jurisdiction),
-                SA_STATE.value_set("received"),
+                SearchAttributePair(SA_BUNDLE_ID, bundle_plan.bundle_id),
+                SearchAttributePair(SA_JURISDICTION, bundle_plan.jurisdiction),
+                SearchAttributePair(SA_STATE, "received"),
             ]
         )
         if search_attributes

@@ -1,0 +1,451 @@
+"""Ontario's 5-in-1 newborn bundle end to end on real servers.
+
+Temporal dev server, the legacy sandbox as its own process, the real adapters and the HTTP API.
+Every assertion about what a legacy system received reads the sandbox's ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.registry import build_adapters
+from bundles.catalogue import Catalogue
+from adapters.registry import KNOWN_ADAPTERS
+from infra.api import create_app
+from infra.intake import Intake
+from infra.sandbox.client import SandboxAdmin
+from infra.settings import Settings
+from infra.worker import build_workers
+from tests.workflow.support import assert_replays
+from workflows.bundle import BundleWorkflow
+from workflows.models import DecisionAction, StepDecision
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "newborn-on"
+SYSTEMS = ("on-registrar-births", "on-certificates", "esdc-sin", "cra-aba", "resp-referral")
+FINAL = {"completed", "completed_with_exceptions", "failed", "withdrawn"}
+
+
+def example(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())["submission"]
+    return data
+
+
+@dataclass
+class Stack:
+    """One test's view of the running servers: its own task queues, API client and sandbox admin."""
+
+    client: Client
+    api: httpx.AsyncClient
+    sandbox: SandboxAdmin
+    prefix: str
+    settings: Settings
+
+    async def submit(self, submission: dict[str, Any], **headers: str) -> dict[str, Any]:
+        response = await self.api.post(
+            "/api/v1/bundles/newborn-on/submissions", json=submission, headers=headers
+        )
+        assert response.status_code == 202, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def status(self, accepted: dict[str, Any]) -> dict[str, Any]:
+        response = await self.api.get(
+            accepted["status_url"], headers={"X-Access-Code": accepted["access_code"]}
+        )
+        assert response.status_code == 200, response.text
+        status: dict[str, Any] = response.json()
+        return status
+
+    async def wait(
+        self, accepted: dict[str, Any], predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            status = await self.status(accepted)
+            if predicate(status):
+                return status
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"condition not met in {timeout}s: {json.dumps(status, indent=1)}")
+            await asyncio.sleep(0.2)
+
+    async def final(self, accepted: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        return await self.wait(accepted, lambda s: s["state"] in FINAL, timeout)
+
+    async def ledgers(self, tracking_id: str) -> dict[str, list[dict[str, Any]]]:
+        return {s: await self.sandbox.ledger(s, key_prefix=f"{tracking_id}:") for s in SYSTEMS}
+
+
+def steps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in status["steps"]}
+
+
+def step_states(status: dict[str, Any]) -> dict[str, str]:
+    return {s["id"]: s["state"] for s in status["steps"]}
+
+
+@asynccontextmanager
+async def stack_for(
+    env: WorkflowEnvironment, sandbox_url: str, *, workers: bool = True
+) -> AsyncIterator[Stack]:
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        environment="test",
+        temporal_namespace=env.client.namespace,
+        task_queue_prefix=prefix,
+        sandbox_url=sandbox_url,
+    )
+    intake = Intake(env.client, Catalogue.load(known_adapters=KNOWN_ADAPTERS), settings)
+    app = create_app(settings, intake=intake)
+    async with AsyncExitStack() as stack:
+        if workers:
+            adapters = build_adapters(sandbox_url)
+            for worker in build_workers(env.client, adapters, task_queue_prefix=prefix):
+                await stack.enter_async_context(worker)
+        api = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tellonce.test")
+        )
+        sandbox = await stack.enter_async_context(SandboxAdmin(sandbox_url))
+        try:
+            yield Stack(env.client, api, sandbox, prefix, settings)
+        finally:
+            for system in SYSTEMS:
+                await sandbox.clear_faults(system)
+
+
+@pytest.fixture
+async def stack(dev_env: WorkflowEnvironment, sandbox_url: str) -> AsyncIterator[Stack]:
+    async with stack_for(dev_env, sandbox_url) as s:
+        yield s
+
+
+async def test_happy_path_five_references_and_one_record_per_system(stack: Stack) -> None:
+    accepted = await stack.submit(example("complete"))
+    status = await stack.final(accepted)
+
+    assert status["state"] == "completed"
+    assert all(s["state"] == "done" and s["reference"] for s in status["steps"])
+    assert len({s["reference"] for s in status["steps"]}) == 5
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert {system: len(entries) for system, entries in ledgers.items()} == dict.fromkeys(SYSTEMS, 1)
+    # Data minimisation reaches the wire: CRA never receives marital status, and only the
+    # health program-free steps... none but registration receives the health number.
+    assert "marital" not in json.dumps(ledgers["cra-aba"][0]["fields"])
+    for system in ("on-certificates", "esdc-sin", "cra-aba", "resp-referral"):
+        assert "health_number" not in json.dumps(ledgers[system][0]["fields"])
+    await assert_replays(stack.client.get_workflow_handle(accepted["tracking_id"]))
+
+
+async def test_transient_faults_then_an_outage_are_retried_to_one_record(stack: Stack) -> None:
+    submission = example("complete")
+    submission["child"]["given_names"] = "Outage"
+    accepted = await stack.submit(submission)
+    await stack.sandbox.set_faults("esdc-sin", fail_next=3, key_prefix=accepted["tracking_id"])
+    sin = (await stack.wait(accepted, lambda s: steps(s)["social_insurance_number"]["attempts"] >= 3))[
+        "steps"
+    ]
+    assert sin
+    await stack.sandbox.set_faults("esdc-sin", down_for_s=30, key_prefix=accepted["tracking_id"])
+    retrying = await stack.wait(
+        accepted, lambda s: steps(s)["social_insurance_number"]["state"] == "retrying"
+    )
+    assert steps(retrying)["social_insurance_number"]["message"]["fr"]
+
+    status = await stack.final(accepted, timeout=120)
+    assert status["state"] == "completed"
+    assert steps(status)["social_insurance_number"]["attempts"] >= 5
+    ledger = await stack.sandbox.ledger("esdc-sin", key_prefix=f"{accepted['tracking_id']}:")
+    assert len(ledger) == 1
+
+
+async def test_refused_registration_cancels_the_certificate_and_refunds_it(stack: Stack) -> None:
+    submission = example("complete")
+    submission["child"]["given_names"] = "Refusé"
+    accepted = await stack.submit(submission)
+    await stack.sandbox.set_faults(
+        "on-registrar-births",
+        key_prefix=accepted["tracking_id"],
+        reject_when={
+            "field": "child.given_names",
+            "equals": "Refusé",
+            "code": "nolb_mismatch",
+            "message": {
+                "en": "The hospital's notice does not match.",
+                "fr": "L'avis de l'hôpital ne correspond pas.",
+            },
+        },
+    )
+    status = await stack.final(accepted)
+
+    assert status["state"] == "failed"
+    assert step_states(status) == {
+        "birth_registration": "rejected",
+        "birth_certificate": "compensated",
+        "social_insurance_number": "skipped",
+        "canada_child_benefit": "skipped",
+        "education_savings_referral": "skipped",
+    }
+    assert steps(status)["birth_registration"]["message"]["fr"] == "L'avis de l'hôpital ne correspond pas."
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert [e["operation"] for e in ledgers["on-certificates"]] == ["submit", "cancel"]
+    assert not ledgers["esdc-sin"] and not ledgers["cra-aba"] and not ledgers["resp-referral"]
+    # Two long-form copies at $35: charged once, refunded once.
+    assert [e["amount_cents"] for e in ledgers["on-certificates"]] == [7000, -7000]
+
+
+async def test_refusal_after_the_pivot_parks_and_earlier_steps_stand(stack: Stack) -> None:
+    submission = example("complete")
+    submission["child"]["given_names"] = "Parked"
+    accepted = await stack.submit(submission)
+    await stack.sandbox.set_faults(
+        "cra-aba",
+        key_prefix=accepted["tracking_id"],
+        reject_when={
+            "field": "child_given_name",
+            "equals": "PARKED",
+            "code": "aba_refused",
+            "message": {"en": "CRA refused.", "fr": "L'ARC a refusé."},
+        },
+    )
+    status = await stack.wait(
+        accepted,
+        lambda s: s["state"] == "needs_attention" and steps(s)["social_insurance_number"]["state"] == "done",
+    )
+    assert steps(status)["canada_child_benefit"]["state"] == "needs_attention"
+    assert steps(status)["birth_registration"]["state"] == "done"
+
+    handle = stack.client.get_workflow_handle_for(BundleWorkflow.run, accepted["tracking_id"])
+    await handle.execute_update(
+        BundleWorkflow.decide,
+        StepDecision(
+            step_id="canada_child_benefit", action=DecisionAction.SKIP, actor="ops", reason="RC66 instead"
+        ),
+    )
+    final = await stack.final(accepted)
+    assert final["state"] == "completed_with_exceptions"
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert not ledgers["cra-aba"]
+    assert len(ledgers["on-registrar-births"]) == len(ledgers["esdc-sin"]) == 1
+    assert all(e["operation"] == "submit" for e in ledgers["on-certificates"])
+
+
+async def test_no_ccb_consent_sends_nothing_to_cra(stack: Stack) -> None:
+    accepted = await stack.submit(example("no-consents"))
+    status = await stack.final(accepted)
+
+    ccb = steps(status)["canada_child_benefit"]
+    assert ccb["state"] == "skipped"
+    assert "RC66" in ccb["message"]["en"] or "My Account" in ccb["message"]["en"]
+    assert status["state"] == "completed"
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert len(ledgers["on-registrar-births"]) == 1
+    assert not ledgers["cra-aba"] and not ledgers["esdc-sin"] and not ledgers["resp-referral"]
+
+
+async def test_withdrawal_mid_flight(stack: Stack) -> None:
+    submission = example("complete")
+    submission["child"]["given_names"] = "Withdrawn"
+    accepted = await stack.submit(submission)
+    await stack.sandbox.set_faults(
+        "on-registrar-births",
+        key_prefix=accepted["tracking_id"],
+        review_when={
+            "field": "child.given_names",
+            "equals": "Withdrawn",
+            "code": "nolb_review",
+            "message": {"en": "Under review.", "fr": "En cours d'examen."},
+        },
+    )
+    await stack.wait(
+        accepted,
+        lambda s: (
+            steps(s)["birth_registration"]["state"] == "needs_attention"
+            and steps(s)["birth_certificate"]["state"] == "done"
+        ),
+    )
+    headers = {"X-Access-Code": accepted["access_code"]}
+    wrong = await stack.api.post(
+        f"{accepted['status_url']}/withdraw", headers={"X-Access-Code": "AAAA-AAAA-AAAA-AAAA"}
+    )
+    assert wrong.status_code == 404
+    response = await stack.api.post(f"{accepted['status_url']}/withdraw", headers=headers)
+    assert response.status_code == 202, response.text
+    status = await stack.final(accepted)
+
+    assert status["state"] == "withdrawn"
+    assert steps(status)["birth_certificate"]["state"] == "compensated"
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert [e["operation"] for e in ledgers["on-certificates"]] == ["submit", "cancel"]
+    assert not ledgers["on-registrar-births"] and not ledgers["esdc-sin"] and not ledgers["cra-aba"]
+    again = await stack.api.post(f"{accepted['status_url']}/withdraw", headers=headers)
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_attention_resolved_by_amend_and_by_skip(stack: Stack) -> None:
+    submission = example("complete")
+    submission["child"]["given_names"] = "Amelie"
+    accepted = await stack.submit(submission)
+    review = {"code": "name_mismatch", "message": {"en": "Name differs.", "fr": "Le nom diffère."}}
+    await stack.sandbox.set_faults(
+        "esdc-sin",
+        key_prefix=accepted["tracking_id"],
+        review_when={"field": "child.first_name", "equals": "Amelie", **review},
+    )
+    await stack.sandbox.set_faults(
+        "resp-referral",
+        key_prefix=accepted["tracking_id"],
+        review_when={"field": "contact.email", "equals": submission["birth_parent"]["email"], **review},
+    )
+    await stack.wait(
+        accepted,
+        lambda s: (
+            steps(s)["social_insurance_number"]["state"] == "needs_attention"
+            and steps(s)["education_savings_referral"]["state"] == "needs_attention"
+        ),
+    )
+    handle = stack.client.get_workflow_handle_for(BundleWorkflow.run, accepted["tracking_id"])
+    await handle.execute_update(
+        BundleWorkflow.decide,
+        StepDecision(
+            step_id="social_insurance_number",
+            action=DecisionAction.AMEND,
+            actor="ops",
+            reason="registry spells it Amélie",
+            amended_fields={"child": {"given_names": "Amélie"}},
+        ),
+    )
+    await handle.execute_update(
+        BundleWorkflow.decide,
+        StepDecision(
+            step_id="education_savings_referral",
+            action=DecisionAction.SKIP,
+            actor="ops",
+            reason="promoter closed",
+        ),
+    )
+    status = await stack.final(accepted)
+
+    assert status["state"] == "completed_with_exceptions"
+    assert steps(status)["social_insurance_number"]["state"] == "done"
+    assert steps(status)["education_savings_referral"]["state"] == "skipped"
+    ledgers = await stack.ledgers(accepted["tracking_id"])
+    assert len(ledgers["esdc-sin"]) == 1
+    assert "Amélie" in json.dumps(ledgers["esdc-sin"][0]["fields"], ensure_ascii=False)
+    assert not ledgers["resp-referral"]
+    await assert_replays(handle)
+
+
+async def test_same_submission_twice_is_one_bundle(stack: Stack) -> None:
+    submission = example("complete")
+    key = f"test-{uuid.uuid4()}"
+    first, second = await asyncio.gather(
+        stack.submit(submission, **{"Idempotency-Key": key}),
+        stack.submit(submission, **{"Idempotency-Key": key}),
+    )
+    assert first == second
+    await stack.final(first)
+    after_completion = await stack.submit(submission, **{"Idempotency-Key": key})
+    assert after_completion == first
+
+    other = copy.deepcopy(submission)
+    other["child"]["given_names"] = "Someone"
+    conflict = await stack.api.post(
+        "/api/v1/bundles/newborn-on/submissions", json=other, headers={"Idempotency-Key": key}
+    )
+    assert conflict.status_code == 409
+    ledgers = await stack.ledgers(first["tracking_id"])
+    assert all(len(entries) == 1 for entries in ledgers.values())
+
+
+async def test_status_needs_the_access_code(stack: Stack) -> None:
+    accepted = await stack.submit(example("no-consents"))
+    url = accepted["status_url"]
+    for headers in ({}, {"X-Access-Code": "WRONG-CODE"}):
+        response = await stack.api.get(url, headers=headers)
+        assert response.status_code == 404
+    unknown = await stack.api.get(
+        f"/api/v1/submissions/{uuid.uuid4()}", headers={"X-Access-Code": accepted["access_code"]}
+    )
+    assert unknown.status_code == 404
+    assert response.json() == unknown.json()
+
+
+async def test_invalid_submission_is_refused_with_bilingual_field_errors(stack: Stack) -> None:
+    response = await stack.api.post("/api/v1/bundles/newborn-on/submissions", json=example("bad-data"))
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["status"] == 422
+    assert problem["errors"]
+    assert all(e["path"] and e["message"]["en"] and e["message"]["fr"] for e in problem["errors"])
+    assert "123 456 789" not in response.text
+
+
+async def test_worker_killed_mid_bundle_completes_without_duplicates(
+    dev_env: WorkflowEnvironment, sandbox_url: str, tmp_path: Path
+) -> None:
+    async with stack_for(dev_env, sandbox_url, workers=False) as stack:
+        env = {
+            **os.environ,
+            "TELLONCE_ENVIRONMENT": "test",
+            "TELLONCE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "TELLONCE_TEMPORAL_NAMESPACE": dev_env.client.namespace,
+            "TELLONCE_TASK_QUEUE_PREFIX": stack.prefix,
+            "TELLONCE_SANDBOX_URL": sandbox_url,
+            "TELLONCE_LOG_FORMAT": "json",
+        }
+
+        def start_worker(name: str) -> subprocess.Popen[bytes]:
+            log = (tmp_path / f"{name}.log").open("wb")
+            return subprocess.Popen(  # noqa: S603 - our own module
+                [sys.executable, "-m", "infra.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        submission = example("complete")
+        submission["child"]["given_names"] = "Crash"
+        worker = start_worker("worker-1")
+        try:
+            accepted = await stack.submit(submission)
+            # The registry records the request, then takes 3 s to answer: the worker dies in between.
+            await stack.sandbox.set_faults(
+                "on-registrar-births", latency_ms=3000, key_prefix=accepted["tracking_id"]
+            )
+            for _ in range(100):
+                if await stack.sandbox.ledger(
+                    "on-registrar-births", key_prefix=f"{accepted['tracking_id']}:"
+                ):
+                    break
+                await asyncio.sleep(0.1)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            await stack.sandbox.clear_faults("on-registrar-births")
+            worker = start_worker("worker-2")
+            status = await stack.final(accepted, timeout=120)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=15)
+
+        assert status["state"] == "completed"
+        ledgers = await stack.ledgers(accepted["tracking_id"])
+        assert {system: len(entries) for system, entries in ledgers.items()} == dict.fromkeys(SYSTEMS, 1)
+        assert ledgers["on-registrar-births"][0]["replays"] >= 1
+        assert steps(status)["birth_registration"]["attempts"] == 2
+        await assert_replays(stack.client.get_workflow_handle(accepted["tracking_id"]))
