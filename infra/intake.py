@@ -8,6 +8,7 @@ start twice, whether the duplicate arrives while the first bundle runs or after 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -87,7 +88,8 @@ class Intake:
                 self._derived_id(bundle_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
             )
         fingerprint = self._mac(f"request:{bundle_id}:{_canonical(raw)}")
-        try:
+        # A bundle closed under REJECT_DUPLICATE raises: it is the same submission, seen before.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await self.client.start_workflow(
                 BundleWorkflow.run,
                 BundleInput(
@@ -111,8 +113,6 @@ class Intake:
                 ),
                 static_summary=f"{plan.bundle_id} v{plan.definition_version} via {channel}",
             )
-        except WorkflowAlreadyStartedError:
-            pass  # closed under REJECT_DUPLICATE: the same submission, seen before
         if idempotency_key or channel != "api":
             await self._check_same_request(submission_id, fingerprint)
         log.info(

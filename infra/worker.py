@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.steps import BundleActivities
+from adapters.registry import build_adapters
 from adapters.sdk import Adapter
 from infra.settings import Settings
 from infra.temporal import connect
@@ -51,8 +52,6 @@ def build_workers(
 
 async def run_worker(settings: Settings) -> None:
     """Run every worker until cancelled, then close the adapters' connections."""
-    from adapters.registry import build_adapters  # the registry pulls in every adapter module
-
     client = await connect(settings)
     adapters = build_adapters(settings.sandbox_base_url)
     workers = build_workers(

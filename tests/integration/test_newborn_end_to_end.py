@@ -25,9 +25,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from adapters.registry import build_adapters
+from adapters.registry import KNOWN_ADAPTERS, build_adapters
 from bundles.catalogue import Catalogue
-from adapters.registry import KNOWN_ADAPTERS
 from infra.api import create_app
 from infra.intake import Intake
 from infra.sandbox.client import SandboxAdmin
@@ -92,6 +91,15 @@ class Stack:
 
     async def ledgers(self, tracking_id: str) -> dict[str, list[dict[str, Any]]]:
         return {s: await self.sandbox.ledger(s, key_prefix=f"{tracking_id}:") for s in SYSTEMS}
+
+
+async def wait_visible(client: Client, query: str, budget: float = 20) -> None:
+    """Visibility lags the workflow: poll the list query until it finds exactly one bundle."""
+    deadline = asyncio.get_running_loop().time() + budget
+    while (await client.count_workflows(query)).count != 1:
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"no bundle matched {query!r} within {budget}s")
+        await asyncio.sleep(0.25)
 
 
 def steps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -231,6 +239,13 @@ async def test_refusal_after_the_pivot_parks_and_earlier_steps_stand(stack: Stac
     )
     assert steps(status)["canada_child_benefit"]["state"] == "needs_attention"
     assert steps(status)["birth_registration"]["state"] == "done"
+    # Operators (and `temporal workflow list`) find it through search attributes.
+    await wait_visible(
+        stack.client,
+        f"WorkflowId = '{accepted['tracking_id']}' AND TellonceState = 'needs_attention' "
+        "AND TellonceAttentionSteps = 'canada_child_benefit' AND TellonceBundleId = 'newborn-on' "
+        "AND TellonceJurisdiction = 'CA-ON'",
+    )
 
     handle = stack.client.get_workflow_handle_for(BundleWorkflow.run, accepted["tracking_id"])
     await handle.execute_update(
@@ -241,6 +256,10 @@ async def test_refusal_after_the_pivot_parks_and_earlier_steps_stand(stack: Stac
     )
     final = await stack.final(accepted)
     assert final["state"] == "completed_with_exceptions"
+    await wait_visible(
+        stack.client,
+        f"WorkflowId = '{accepted['tracking_id']}' AND TellonceState = 'completed_with_exceptions'",
+    )
     ledgers = await stack.ledgers(accepted["tracking_id"])
     assert not ledgers["cra-aba"]
     assert len(ledgers["on-registrar-births"]) == len(ledgers["esdc-sin"]) == 1
@@ -399,6 +418,41 @@ async def test_invalid_submission_is_refused_with_bilingual_field_errors(stack: 
     assert "123 456 789" not in response.text
 
 
+def personal_values(submission: dict[str, Any]) -> set[str]:
+    """Every personal value of a newborn submission, and the digit-only form of the numbers."""
+    parent, child = submission["birth_parent"], submission["child"]
+    address = parent["mailing_address"]
+    values = {
+        parent["sin"],
+        parent["sin"].replace(" ", ""),
+        parent["health_number"],
+        parent["health_number"].replace("-", "")[:10],
+        parent["given_names"],
+        parent["surname"],
+        parent["date_of_birth"],
+        parent["email"],
+        address["street"],
+        address["postal_code"],
+        child["given_names"],
+        child["surname"],
+        child["date_of_birth"],
+    }
+    return {v for v in values if v}
+
+
+def assert_logs_free_of_personal_data(logs: list[Path], submission: dict[str, Any], tracking_id: str) -> None:
+    lines = [line for log in logs for line in log.read_text().splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    step_events = [e for e in events if e.get("bundle") == tracking_id]
+    assert step_events, "the worker logged nothing about the bundle"
+    assert all(
+        {"step", "attempt", "system"} <= e.keys() for e in step_events if e["event"].startswith("step.")
+    )
+    text = "\n".join(lines)
+    leaked = sorted(v for v in personal_values(submission) if v in text)
+    assert not leaked, f"personal data in worker logs: {leaked}"
+
+
 async def test_worker_killed_mid_bundle_completes_without_duplicates(
     dev_env: WorkflowEnvironment, sandbox_url: str, tmp_path: Path
 ) -> None:
@@ -415,7 +469,7 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
 
         def start_worker(name: str) -> subprocess.Popen[bytes]:
             log = (tmp_path / f"{name}.log").open("wb")
-            return subprocess.Popen(  # noqa: S603 - our own module
+            return subprocess.Popen(
                 [sys.executable, "-m", "infra.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
 
@@ -447,5 +501,8 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
         ledgers = await stack.ledgers(accepted["tracking_id"])
         assert {system: len(entries) for system, entries in ledgers.items()} == dict.fromkeys(SYSTEMS, 1)
         assert ledgers["on-registrar-births"][0]["replays"] >= 1
+        assert_logs_free_of_personal_data(
+            [tmp_path / "worker-1.log", tmp_path / "worker-2.log"], submission, accepted["tracking_id"]
+        )
         assert steps(status)["birth_registration"]["attempts"] == 2
         await assert_replays(stack.client.get_workflow_handle(accepted["tracking_id"]))

@@ -6,8 +6,8 @@ Backoffs and deadlines here are minutes of workflow time that the test server sk
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
