@@ -25,13 +25,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from bundles.messages import message_for
-from bundles.models import LocalizedText
+from bundles.models import Level, LocalizedText
 from bundles.submissions import FieldError, SubmissionInvalid
 from infra.intake import IdempotencyConflict, Intake
 from infra.settings import Settings
 from infra.temporal import connect
 from workflows.bundle import BundleWorkflow
-from bundles.models import Level
 from workflows.models import BundleState, BundleStatus, StepState, WithdrawRequest
 
 log = structlog.get_logger("tellonce.api")

@@ -9,9 +9,7 @@ from typing import Literal
 import structlog
 
 
-def configure_logging(
-    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
-) -> None:
+def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Configure structlog and route the standard library's logging through the same renderer."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[structlog.typing.Processor] = [
@@ -21,9 +19,7 @@ def configure_logging(
         structlog.processors.StackInfoRenderer(),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer()
-        if use_console
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(

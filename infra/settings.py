@@ -55,9 +55,7 @@ class Settings(BaseSettings):
             self.environment == "production"
             and self.access_code_secret.get_secret_value() == DEV_ACCESS_CODE_SECRET
         ):
-            raise ValueError(
-                "TELLONCE_ACCESS_CODE_SECRET must be set to a secret of your own in production"
-            )
+            raise ValueError("TELLONCE_ACCESS_CODE_SECRET must be set to a secret of your own in production")
         return self
 
     def port(self, service: str) -> int:
