@@ -19,7 +19,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.registry import KNOWN_ADAPTERS
@@ -287,7 +287,9 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
     return app
 
 
-def authorised(intake: Intake, tracking_id: str, access_code: str | None) -> Any:
+def authorised(
+    intake: Intake, tracking_id: str, access_code: str | None
+) -> WorkflowHandle[BundleWorkflow, BundleStatus]:
     """The bundle's handle, or the same 404 for a malformed id, an unknown one or a wrong code."""
     if not TRACKING_ID.match(tracking_id) or not intake.check_access(tracking_id, access_code):
         raise ProblemError(404, "Not found", NOT_FOUND)
