@@ -87,6 +87,7 @@ class _StepRun:
         self.attempts_in_round = 0
         self.decision: StepDecision | None = None
         self.retry_now = False
+        self.compensating = False
 
 
 @workflow.defn
@@ -125,14 +126,17 @@ class BundleWorkflow:
         """Execute the bundle's steps and return its final status."""
         self._start(bundle)
         self._sync_visibility()
+        steps = asyncio.ensure_future(
+            asyncio.gather(*(self._run_step(run) for run in self._runs.values() if run.step.skip is None))
+        )
         try:
-            await asyncio.gather(
-                *(self._run_step(run) for run in self._runs.values() if run.step.skip is None)
-            )
+            await asyncio.shield(steps)
         except asyncio.CancelledError:
             # A cancellation from Temporal is an operator stopping the bundle: treat it as a
-            # withdrawal so reversible steps are still undone before the workflow ends.
+            # withdrawal. Calls already in flight finish (their effect may have happened), so
+            # that what they did is undone like any other completed reversible step.
             self._abort = self._abort or Abort.WITHDRAWN
+            await steps
             await self._compensate()
             self._finish_bundle()
             raise
@@ -194,7 +198,7 @@ class BundleWorkflow:
             if not exhausted and elapsed < step.deadline:
                 if await self._back_off(run, error, step.deadline - elapsed):
                     return _Next.RETRY
-                self._end_step(status, StepState.SKIPPED, self._abort_message())
+                await self._settle_before_stopping(run)
                 return _Next.STOP
             why = (
                 f"{step.system} still failing after {run.attempts_in_round} attempts"
@@ -213,9 +217,26 @@ class BundleWorkflow:
             why = f"{step.system} asks for a person ({error.code}); amend, retry, skip or fail"
         decision = await self._park(run, why)
         if decision is None:
-            self._end_step(status, StepState.SKIPPED, self._abort_message())
+            if error.kind in ("transient", "timeout"):
+                await self._settle_before_stopping(run)
+            else:
+                self._end_step(status, StepState.SKIPPED, self._abort_message())
             return _Next.STOP
         return _Next.NEW_ROUND if self._apply_decision(run, decision) else _Next.STOP
+
+    async def _settle_before_stopping(self, run: _StepRun) -> None:
+        """Stop a step whose last call may have reached its system without an answer.
+
+        A reversible step that timed out may have taken effect. Sending it once more with the
+        same idempotency key makes the system answer with its reference (or act now), so the
+        effect is known and is undone with the other completed steps.
+        """
+        status = self._steps[run.step.id]
+        if run.step.compensable and status.last_error is not None:
+            if await self._attempt(run) is None:
+                return
+            status.exception = True
+        self._end_step(status, StepState.SKIPPED, self._abort_message())
 
     async def _attempt(self, run: _StepRun) -> StepError | None:
         """Call the step's legacy system once; None when it accepted the request."""
@@ -231,6 +252,9 @@ class BundleWorkflow:
                 INVOKE_STEP,
                 self._call(run, "submit"),
                 task_queue=self._task_queue(step),
+                # With no worker polling the system's queue nothing was sent: waiting is safe,
+                # but only until the step's deadline, when an operator is asked.
+                schedule_to_start_timeout=step.deadline,
                 start_to_close_timeout=step.call_timeout + CALL_TIMEOUT_MARGIN,
                 retry_policy=SINGLE_ATTEMPT,
                 result_type=StepCallResult,
@@ -291,10 +315,12 @@ class BundleWorkflow:
                 self._abort = self._abort or Abort.FAILED
             return False
         if decision.action is DecisionAction.AMEND and decision.amended_fields:
-            run.payload = _merge(run.payload, decision.amended_fields)
-            # A new revision gets a new key: the system refused the old data, so this is a new
-            # request, not a retry of the old one.
-            run.revision += 1
+            amended = _merge(run.payload, decision.amended_fields)
+            if amended != run.payload:
+                # A new revision gets a new key: the system refused the old data (amending is
+                # only offered after a refusal or a review), so this is a new request.
+                run.payload = amended
+                run.revision += 1
         return True
 
     async def _compensate(self) -> None:
@@ -303,6 +329,7 @@ class BundleWorkflow:
             run, status = self._runs[step_id], self._steps[step_id]
             if not run.step.compensable or status.state != StepState.DONE:
                 continue
+            run.compensating = True
             status.state = StepState.COMPENSATING
             status.waiting_for = f"waiting for {run.step.system} to cancel the request"
             self._sync_visibility()
@@ -322,6 +349,8 @@ class BundleWorkflow:
                     decision = await self._park_compensation(run)
                     if decision.action is DecisionAction.RETRY:
                         status.state = StepState.COMPENSATING
+                        status.waiting_for = f"waiting for {run.step.system} to cancel the request"
+                        self._sync_visibility()
                         continue
                     if decision.action is DecisionAction.SKIP:
                         # The operator confirms the request was undone by other means.
@@ -389,13 +418,30 @@ class BundleWorkflow:
         retrying_now = state is StepState.RETRYING and decision.action is DecisionAction.RETRY
         if state is not StepState.NEEDS_ATTENTION and not retrying_now:
             raise ValueError(f"step {decision.step_id!r} is {state.value}, not waiting for a decision")
-        if self._runs[decision.step_id].decision is not None:
+        run = self._runs[decision.step_id]
+        if run.decision is not None:
             raise ValueError(f"step {decision.step_id!r} already has a decision being applied")
+        if self._abort is not None and not run.compensating:
+            raise ValueError(f"the bundle is stopping ({self._abort.value}); nothing more will be sent")
         if decision.action is DecisionAction.AMEND:
+            last_error = self._steps[decision.step_id].last_error
             if not decision.amended_fields:
                 raise ValueError("amend needs amended_fields")
-            if self._steps[decision.step_id].state is not StepState.NEEDS_ATTENTION:
-                raise ValueError("only a step that needs attention can be amended")
+            if run.compensating:
+                raise ValueError("a cancellation cannot be amended; retry it or confirm it by hand")
+            if (
+                state is not StepState.NEEDS_ATTENTION
+                or last_error is None
+                or last_error.kind
+                not in (
+                    "rejected",
+                    "needs_attention",
+                )
+            ):
+                raise ValueError(
+                    "only data a system refused or asked about can be amended; "
+                    "after failed attempts the request may have arrived, so retry it instead"
+                )
             unknown = _paths(decision.amended_fields) - _paths(self._runs[decision.step_id].payload)
             if unknown:
                 raise ValueError(f"step {decision.step_id!r} does not receive {sorted(unknown)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -164,6 +165,7 @@ class ScriptedAdapter(Adapter):
         self.name = name
         self.script: dict[str, list[AdapterError | None]] = defaultdict(list)
         self.calls: list[Call] = []
+        self.delay = 0.0  # real seconds each submit takes after it is recorded
 
     def _next(self, operation: str) -> None:
         planned = self.script[operation]
@@ -173,6 +175,8 @@ class ScriptedAdapter(Adapter):
 
     async def submit(self, ctx: CallContext, request: StepRequest) -> SubmitResult:
         self.calls.append(Call("submit", ctx.idempotency_key, request.fields))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self._next("submit")
         return SubmitResult(reference=f"{self.name.upper()}-{len(self.calls):04d}")
 

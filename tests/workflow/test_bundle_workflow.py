@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,6 +27,7 @@ from tests.workflow.support import (
 )
 from workflows.bundle import BundleWorkflow
 from workflows.models import (
+    FINAL_STEP_STATES,
     BundleState,
     BundleStatus,
     DecisionAction,
@@ -351,3 +352,82 @@ async def test_decisions_for_steps_not_waiting_are_refused(time_env: WorkflowEnv
         final = await handle.result()
     assert final.state is BundleState.COMPLETED
     assert [a.action for a in final.actions] == ["retry"]
+
+
+async def test_cancelling_lets_calls_in_flight_finish_and_undoes_them(time_env: WorkflowEnvironment) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["certs"].delay = 1.5
+    adapters["registrar"].script["submit"] = [NeedsAttentionError("nolb_review", REFUSED)]
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(
+            handle,
+            lambda s: step(s, "certificate").state is StepState.RUNNING and bool(adapters["certs"].calls),
+        )
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        final = await handle.query(BundleWorkflow.status)
+
+    assert final.state is BundleState.WITHDRAWN
+    assert step(final, "certificate").state is StepState.COMPENSATED
+    assert [c.operation for c in adapters["certs"].calls] == ["submit", "compensate"]
+    assert all(s.state in FINAL_STEP_STATES for s in final.steps)
+
+
+async def test_a_reversible_call_with_an_unknown_outcome_is_settled_then_undone(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    # The certificate order times out (it may have been placed); then the registration is refused.
+    adapters["certs"].script["submit"] = [TransientError("timeout")] * 2
+    adapters["registrar"].script["submit"] = [
+        TransientError("http_503"),
+        RejectedError("nolb_mismatch", REFUSED),
+    ]
+    async with running_workers(time_env.client, adapters, prefix):
+        final = await (await start_bundle(time_env.client, plan(), prefix)).result()
+
+    assert final.state is BundleState.FAILED
+    assert step(final, "certificate").state is StepState.COMPENSATED
+    submits = adapters["certs"].submits()
+    # Two timeouts, then asked once more with the same key while stopping, so no second order.
+    assert len(submits) == 3
+    assert len({c.key for c in submits}) == 1
+    assert adapters["certs"].calls[-1].operation == "compensate"
+
+
+async def test_amending_is_refused_when_the_request_may_already_have_arrived(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].script["submit"] = [TransientError("timeout")] * 5
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(
+            handle,
+            lambda s: step(s, "ccb").state is StepState.NEEDS_ATTENTION,
+            skip=(time_env, timedelta(seconds=20)),
+        )
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                BundleWorkflow.decide,
+                StepDecision(
+                    step_id="ccb",
+                    action=DecisionAction.AMEND,
+                    actor="op",
+                    reason="x",
+                    amended_fields={"child": {"name": "Other"}},
+                ),
+            )
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        # Once the bundle is stopping, no decision can send anything more.
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await handle.execute_update(
+                BundleWorkflow.decide,
+                StepDecision(step_id="ccb", action=DecisionAction.RETRY, actor="op", reason="x"),
+            )
+        final = await handle.result()
+
+    assert final.state is BundleState.WITHDRAWN
+    assert len({c.key for c in adapters["cra"].submits()}) == 1
