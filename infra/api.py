@@ -19,7 +19,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.registry import KNOWN_ADAPTERS
@@ -229,8 +229,8 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise ProblemError(400, "Invalid Idempotency-Key", BAD_IDEMPOTENCY_KEY)
         try:
-            raw = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+            raw = json.loads(await read_body(request))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ProblemError(400, "Malformed JSON", MALFORMED_JSON) from None
         if not isinstance(raw, dict):
             raise ProblemError(400, "Malformed JSON", MALFORMED_JSON)
@@ -261,7 +261,11 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
                 raise ProblemError(404, "Not found", NOT_FOUND) from None
-            raise
+            log.warning("status.unavailable", bundle=tracking_id, rpc_status=exc.status.name)
+            raise ProblemError(503, "Status unavailable", UNAVAILABLE) from None
+        except WorkflowQueryFailedError:
+            log.warning("status.query_failed", bundle=tracking_id)
+            raise ProblemError(503, "Status unavailable", UNAVAILABLE) from None
         return public_status(status)
 
     @app.post("/api/v1/submissions/{tracking_id}/withdraw", status_code=202, tags=["submissions"])
@@ -274,17 +278,35 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         intake = get_intake(request)
         handle = authorised(intake, tracking_id, x_access_code)
         try:
-            result = await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+            # One update id per bundle: a withdrawal retried after a lost answer is the same one.
+            result = await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest(), id="withdraw")
         except WorkflowUpdateFailedError:
             raise ProblemError(409, "Cannot withdraw", CANNOT_WITHDRAW) from None
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
-                raise ProblemError(409, "Cannot withdraw", CANNOT_WITHDRAW) from None
-            raise
+                # Closed bundles refuse updates; an id past retention is simply unknown.
+                closed = "completed" in exc.message.lower() or "closed" in exc.message.lower()
+                raise (
+                    ProblemError(409, "Cannot withdraw", CANNOT_WITHDRAW)
+                    if closed
+                    else ProblemError(404, "Not found", NOT_FOUND)
+                ) from None
+            log.warning("withdraw.unavailable", bundle=tracking_id, rpc_status=exc.status.name)
+            raise ProblemError(503, "Withdrawal unavailable", UNAVAILABLE) from None
         log.info("submission.withdrawn", bundle=tracking_id)
         return WithdrawAnswer(tracking_id=tracking_id, state=result.state)
 
     return app
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused past `MAX_BODY_BYTES` even when no Content-Length was sent."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ProblemError(413, "Request too large", TOO_LARGE)
+    return bytes(body)
 
 
 def authorised(
@@ -327,6 +349,13 @@ BAD_IDEMPOTENCY_KEY = LocalizedText(
 KEY_REUSED = LocalizedText(
     en="This Idempotency-Key was already used for a different submission.",
     fr="Cette clé Idempotency-Key a déjà servi pour une autre soumission.",
+)
+UNAVAILABLE = LocalizedText(
+    en="We cannot show this right now. Please try again in a few minutes.",
+    fr=(
+        "Nous ne pouvons pas afficher ces renseignements pour le moment. "
+        "Veuillez réessayer dans quelques minutes."
+    ),
 )
 CANNOT_WITHDRAW = LocalizedText(
     en="This request has already ended or is already being withdrawn.",

@@ -314,9 +314,10 @@ async def test_withdrawal_mid_flight(stack: Stack) -> None:
     ledgers = await stack.ledgers(accepted["tracking_id"])
     assert [e["operation"] for e in ledgers["on-certificates"]] == ["submit", "cancel"]
     assert not ledgers["on-registrar-births"] and not ledgers["esdc-sin"] and not ledgers["cra-aba"]
+    # A withdrawal retried after a lost answer gets the same answer, not an error.
     again = await stack.api.post(f"{accepted['status_url']}/withdraw", headers=headers)
-    assert again.status_code == 409
-    assert again.headers["content-type"].startswith("application/problem+json")
+    assert again.status_code == 202
+    assert again.json() == response.json()
 
 
 async def test_attention_resolved_by_amend_and_by_skip(stack: Stack) -> None:
@@ -406,6 +407,10 @@ async def test_status_needs_the_access_code(stack: Stack) -> None:
     )
     assert unknown.status_code == 404
     assert response.json() == unknown.json()
+    await stack.final(accepted)
+    late = await stack.api.post(f"{url}/withdraw", headers={"X-Access-Code": accepted["access_code"]})
+    assert late.status_code == 409
+    assert late.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_invalid_submission_is_refused_with_bilingual_field_errors(stack: Stack) -> None:
@@ -506,3 +511,18 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
         )
         assert steps(status)["birth_registration"]["attempts"] == 2
         await assert_replays(stack.client.get_workflow_handle(accepted["tracking_id"]))
+
+
+async def test_malformed_and_oversized_bodies_are_refused(stack: Stack) -> None:
+    url = "/api/v1/bundles/newborn-on/submissions"
+    deep = await stack.api.post(url, content=b"[" * 5000, headers={"content-type": "application/json"})
+    assert deep.status_code == 400
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(300):
+            yield b" " * 1024
+
+    # Streamed without a Content-Length: the limit must hold anyway.
+    big = await stack.api.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert big.status_code == 413
+    assert big.json()["detail"]["fr"]
