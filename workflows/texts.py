@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adapters.sdk import TEMPORARILY_UNAVAILABLE
 from bundles.models import LocalizedText
 
 STOPPED_WITHDRAWN = LocalizedText(
@@ -23,10 +24,8 @@ UNDER_REVIEW = LocalizedText(
     en="An agent is reviewing this request. You do not need to do anything for now.",
     fr="Un agent examine cette demande. Vous n'avez rien à faire pour le moment.",
 )
-RETRYING = LocalizedText(
-    en="The program's system is temporarily unavailable; we will try again automatically.",
-    fr="Le système du programme est temporairement indisponible; nous réessaierons automatiquement.",
-)
+RETRYING = TEMPORARILY_UNAVAILABLE
+"""The same words an adapter uses for a transient error, so residents see one message."""
 SKIPPED_BY_OPERATOR = LocalizedText(
     en="This program could not be notified through this service. Please apply to it directly.",
     fr=(
