@@ -74,6 +74,13 @@ class SubmitResult(BaseModel):
 
     reference: str = Field(min_length=1, description="The legacy system's reference (no personal data).")
     message: LocalizedText | None = None
+    pending_reply: bool = Field(
+        default=False,
+        description=(
+            "The system only acknowledged receipt: its answer arrives later as a reply correlated by "
+            "the request's idempotency key, and the step waits for it in `waiting_reply`."
+        ),
+    )
 
 
 class CompensationRequest(BaseModel):

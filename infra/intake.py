@@ -72,6 +72,7 @@ class Intake:
         channel: Literal["api", "kafka", "cli"],
         submission_id: str | None = None,
         idempotency_key: str | None = None,
+        external_id: str | None = None,
     ) -> Accepted:
         """Validate and start a bundle; returns once Temporal has durably recorded the start.
 
@@ -79,6 +80,9 @@ class Intake:
             KeyError: unknown bundle id.
             bundles.submissions.SubmissionInvalid: the submission fails validation.
             IdempotencyConflict: the idempotency key was used before with other data.
+
+        `external_id` is the sending system's own id of the submission (Kafka channel); it is
+        echoed in status events so that system can follow its bundle.
         """
         definition = self.catalogue.get(bundle_id)
         validated = validate_submission(definition, raw)
@@ -95,9 +99,11 @@ class Intake:
                 BundleInput(
                     submission_id=submission_id,
                     channel=channel,
+                    external_id=external_id,
                     plan=plan,
                     received_at=datetime.now(UTC),
                     task_queue_prefix=self.settings.task_queue_prefix,
+                    publish_events=self.settings.events_enabled,
                 ),
                 id=submission_id,
                 task_queue=bundle_task_queue(self.settings.task_queue_prefix),

@@ -9,7 +9,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workflows.names import (
+    TOPIC_BIRTH_NOTICES,
+    TOPIC_BIRTH_NOTICES_DLQ,
+    TOPIC_BUNDLE_EVENTS,
+    TOPIC_LEGACY_REPLIES_DLQ,
+    TOPIC_SUBMISSIONS,
+    TOPIC_SUBMISSIONS_DLQ,
+)
+
 DEV_ACCESS_CODE_SECRET = "local-development-only-access-code-secret"  # noqa: S105 - refused outside local/test
+DEV_CORRELATION_SECRET = "local-development-only-correlation-secret"  # noqa: S105 - refused outside local/test
 
 PORT_OFFSETS: dict[str, int] = {
     "api": 800,
@@ -37,7 +47,39 @@ class Settings(BaseSettings):
     temporal_namespace: str = "tellonce"
     task_queue_prefix: str = "tellonce"
 
-    kafka_bootstrap: str | None = None
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Comma-separated host:port list; default the embedded broker."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_client_id: str = "tellonce"
+    kafka_consumer_group: str = "tellonce-streams"
+    kafka_topic_submissions: str = TOPIC_SUBMISSIONS
+    kafka_topic_submissions_dlq: str = TOPIC_SUBMISSIONS_DLQ
+    kafka_topic_bundle_events: str = TOPIC_BUNDLE_EVENTS
+    kafka_topic_birth_notices: str = TOPIC_BIRTH_NOTICES
+    kafka_topic_birth_notices_dlq: str = TOPIC_BIRTH_NOTICES_DLQ
+    kafka_topic_legacy_replies_dlq: str = TOPIC_LEGACY_REPLIES_DLQ
+    kafka_legacy_reply_systems: tuple[str, ...] = Field(
+        default=(),
+        description="Systems whose `legacy.<system>.replies` topic streams consumes; empty means all known.",
+    )
+    kafka_partitions: int = Field(default=3, ge=1, description="Partitions of topics `tellonce dev` creates.")
+    kafka_replication_factor: int = Field(default=1, ge=1)
+
+    events_enabled: bool = Field(
+        default=True, description="Publish bundle and step state changes to the bundle-events topic."
+    )
+    correlation_secret: SecretStr = Field(
+        default=SecretStr(DEV_CORRELATION_SECRET),
+        description="Keys the digests that let a birth notice and a bundle find each other.",
+    )
+
     sandbox_url: str | None = None
     api_url: str | None = None
 
@@ -56,6 +98,11 @@ class Settings(BaseSettings):
             and self.access_code_secret.get_secret_value() == DEV_ACCESS_CODE_SECRET
         ):
             raise ValueError("TELLONCE_ACCESS_CODE_SECRET must be set to a secret of your own in production")
+        if (
+            self.environment == "production"
+            and self.correlation_secret.get_secret_value() == DEV_CORRELATION_SECRET
+        ):
+            raise ValueError("TELLONCE_CORRELATION_SECRET must be set to a secret of your own in production")
         return self
 
     def port(self, service: str) -> int:

@@ -66,6 +66,9 @@ class BundleInput(Model):
 
     submission_id: str
     channel: Literal["api", "kafka", "cli"] = "api"
+    external_id: str | None = Field(
+        default=None, description="The sending system's own submission id (Kafka channel), for events."
+    )
     plan: BundlePlan
     received_at: datetime
     task_queue_prefix: str = Field(
@@ -77,6 +80,9 @@ class BundleInput(Model):
             "Keep search attributes current. Only the time-skipping test server, which cannot "
             "register search attributes, runs bundles with this off."
         ),
+    )
+    publish_events: bool = Field(
+        default=True, description="Publish every bundle and step state change to the bundle-events topic."
     )
 
 
@@ -186,3 +192,85 @@ class WithdrawResult(Model):
 
     accepted: bool
     state: BundleState
+
+
+# ---------------------------------------------------------------------- signals from streams
+
+SIGNAL_LEGACY_REPLY = "legacy_reply"
+SIGNAL_BIRTH_NOTICE_RESULT = "birth_notice_result"
+
+
+class LegacyReply(Model):
+    """A legacy system's asynchronous answer to a step's request, delivered as a signal.
+
+    `correlation_id` is the idempotency key the request carried (`workflows.names.idempotency_key`).
+    """
+
+    correlation_id: str
+    system: str
+    outcome: Literal["accepted", "rejected", "needs_attention"]
+    reference: str | None = Field(default=None, description="The system's reference; no personal data.")
+    code: str | None = Field(default=None, description="The system's reason code when not accepted.")
+    message: LocalizedText | None = None
+    received_at: datetime
+
+
+class NoticeMatchResult(Model):
+    """What the birth-notice matcher found for a bundle's statement, delivered as a signal."""
+
+    step_id: str
+    outcome: Literal["matched", "conflict"]
+    notice_id: str = Field(description="The hospital's or midwife's notice number (not personal data).")
+    differences: list[str] = Field(
+        default_factory=list,
+        description="With `conflict`: names of the facts that differ (`child.sex`), never their values.",
+    )
+    at: datetime
+
+
+# ---------------------------------------------------------------------- status events
+
+PUBLISH_BUNDLE_EVENTS = "publish_bundle_events"
+"""Activity that publishes a batch of events, in order, to the bundle-events topic."""
+
+EVENT_SOURCE_PREFIX = "/tellonce/bundles/"
+BUNDLE_STATE_CHANGED = "ca.tellonce.bundle.state_changed"
+STEP_STATE_CHANGED = "ca.tellonce.step.state_changed"
+
+
+class BundleEventData(Model):
+    """The JSON data of a status event: ids and states only, never personal data."""
+
+    tracking_id: str
+    bundle_id: str
+    definition_version: int
+    channel: str
+    external_id: str | None = None
+    sequence: int = Field(ge=1, description="Position of this change in the bundle's own order.")
+    bundle_state: BundleState
+    step_id: str | None = None
+    step_state: StepState | None = None
+    attempts: int | None = None
+    reference: str | None = None
+    error_code: str | None = None
+
+
+class BundleEvent(Model):
+    """One CloudEvents 1.0 event: attributes here, `data` as JSON.
+
+    `id` is `<tracking id>:<sequence>`, the same on every retry, so consumers de-duplicate by it.
+    """
+
+    id: str
+    type: Literal["ca.tellonce.bundle.state_changed", "ca.tellonce.step.state_changed"]
+    source: str
+    subject: str = Field(description="The tracking id; also the Kafka message key.")
+    time: datetime
+    data: BundleEventData
+
+
+class EventBatch(Model):
+    """Events of one bundle, in order, published together."""
+
+    tracking_id: str
+    events: list[BundleEvent] = Field(min_length=1)
