@@ -1,4 +1,5 @@
-"""Worker role: the bundle workflow and one activity worker per legacy system's task queue."""
+"""Worker role: the bundle workflow, one activity worker per legacy system's task queue, and the
+status-event publisher on its own queue."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
 from adapters.sdk import Adapter
 from infra.settings import Settings
 from infra.temporal import connect
 from workflows.bundle import BundleWorkflow
-from workflows.names import bundle_task_queue, legacy_task_queue
+from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue
 
 log = structlog.get_logger("tellonce.worker")
 
@@ -27,8 +29,13 @@ def build_workers(
     task_queue_prefix: str,
     max_concurrent_activities: int = 200,
     max_concurrent_workflow_tasks: int = 200,
+    event_publisher: EventPublisher | None = None,
 ) -> list[Worker]:
-    """One worker for bundle workflows, and one per legacy system so each can be throttled alone."""
+    """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
+
+    With an `event_publisher`, one more worker publishes status events on the events queue, apart
+    from the legacy calls: a broker outage then holds only event slots, never a system's.
+    """
     activities = BundleActivities(adapters)
     workers = [
         Worker(
@@ -47,21 +54,43 @@ def build_workers(
         )
         for system in adapters
     ]
+    if event_publisher is not None:
+        workers.append(
+            Worker(
+                client,
+                task_queue=events_task_queue(task_queue_prefix),
+                activities=[EventActivities(event_publisher).publish_bundle_events],
+                max_concurrent_activities=max_concurrent_activities,
+            )
+        )
     return workers
 
 
 async def run_worker(settings: Settings) -> None:
-    """Run every worker until cancelled, then close the adapters' connections."""
+    """Run every worker until cancelled, then close the adapters' and the event producer's connections."""
     client = await connect(settings)
     adapters = build_adapters(settings.sandbox_base_url)
+    # Only production brokers are known to accept idempotent producers; the embedded Tansu refuses
+    # them (see KafkaEventPublisher). Consumers de-duplicate by event id either way.
+    publisher = (
+        KafkaEventPublisher(settings, idempotent=settings.environment == "production")
+        if settings.events_enabled
+        else None
+    )
     workers = build_workers(
         client,
         adapters,
         task_queue_prefix=settings.task_queue_prefix,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        event_publisher=publisher,
     )
-    log.info("worker.started", task_queues=[w.task_queue for w in workers], systems=sorted(adapters))
+    log.info(
+        "worker.started",
+        task_queues=[w.task_queue for w in workers],
+        systems=sorted(adapters),
+        events=publisher.topic if publisher else None,
+    )
     try:
         async with asyncio.TaskGroup() as group:
             for worker in workers:
@@ -69,4 +98,6 @@ async def run_worker(settings: Settings) -> None:
     finally:
         for adapter in adapters.values():
             await adapter.aclose()
+        if publisher is not None:
+            await publisher.close()
         log.info("worker.stopped")
