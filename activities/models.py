@@ -33,6 +33,7 @@ class StepCallResult(BaseModel):
 
     reference: str | None
     message: LocalizedText | None = None
+    pending_reply: bool = False
 
 
 class ErrorDetails(BaseModel):

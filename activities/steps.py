@@ -54,8 +54,10 @@ class BundleActivities:
             result = await adapter.submit(ctx, StepRequest(fields=call.fields))
         except Exception as exc:
             raise _classified(exc, ctx) from None
-        ctx.log.info("step.accepted", reference=result.reference)
-        return StepCallResult(reference=result.reference, message=result.message)
+        ctx.log.info("step.accepted", reference=result.reference, pending_reply=result.pending_reply)
+        return StepCallResult(
+            reference=result.reference, message=result.message, pending_reply=result.pending_reply
+        )
 
     @activity.defn(name="compensate_step")
     async def compensate_step(self, call: StepCall) -> StepCallResult:

@@ -63,4 +63,5 @@ class OntarioBirthRegistrationAdapter(JsonRestAdapter):
         Rename("birth_parent.email", "informant.email"),
         Rename("birth_parent.phone", "informant.phone"),
         Rename("language", "correspondence_language"),
+        Rename("birth_notice.notice_id", "notice_of_live_birth.number"),
     )

@@ -195,7 +195,17 @@ def _check_step(
     )
     if step.pivot and step.optional:
         problems.append(f"{label}: the pivot step cannot be optional")
+    if step.awaits == "birth_notice":
+        problems.extend(
+            f"{label}: awaits a birth notice, so it must receive '{path}' to match it"
+            for path in BIRTH_NOTICE_MATCH_FIELDS
+            if path not in step.fields
+        )
     return problems
+
+
+BIRTH_NOTICE_MATCH_FIELDS = ("birth_parent.health_number", "child.date_of_birth")
+"""Fields a step awaiting a birth notice needs: the notice is correlated on them."""
 
 
 def _transitive_needs(step_id: str, steps: Mapping[str, StepDefinition]) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,6 +121,24 @@ class StepDefinition(Frozen):
     deadline: timedelta = Field(
         default=timedelta(hours=24),
         description="How long tellonce keeps retrying before an operator is asked to decide.",
+    )
+    reply_timeout: timedelta = Field(
+        default=timedelta(days=7),
+        description=(
+            "How long to wait for an asynchronous reply, when the system answers later, before an "
+            "operator is asked."
+        ),
+    )
+    awaits: Literal["birth_notice"] | None = Field(
+        default=None,
+        description=(
+            "A fact from outside the submission the step waits for before it is sent: "
+            "`birth_notice`, the hospital's or midwife's Notice of Live Birth matching the statement."
+        ),
+    )
+    await_within: timedelta = Field(
+        default=timedelta(days=30),
+        description="How long the step waits for what it `awaits` before an operator is asked.",
     )
     compensation: CompensationSpec | None = None
     without_consent: LocalizedText | None = Field(

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -48,6 +48,9 @@ class PlannedStep(Frozen):
     retry: RetrySpec = RetrySpec()
     call_timeout: timedelta = timedelta(seconds=30)
     deadline: timedelta = timedelta(hours=24)
+    reply_timeout: timedelta = timedelta(days=7)
+    awaits: Literal["birth_notice"] | None = None
+    await_within: timedelta = timedelta(days=30)
     payload: dict[str, Any] = Field(default_factory=dict)
     skip: SkipReason | None = None
     skip_message: LocalizedText | None = None
@@ -174,6 +177,9 @@ def _plan_step(
         retry=step.retry,
         call_timeout=step.call_timeout,
         deadline=step.deadline,
+        reply_timeout=step.reply_timeout,
+        awaits=step.awaits,
+        await_within=step.await_within,
         payload={} if skip else project(submission, step.fields),
         skip=skip,
         skip_message=skip_message,

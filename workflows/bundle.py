@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -22,16 +23,35 @@ with workflow.unsafe.imports_passed_through():
         StepCallResult,
     )
     from bundles.models import LocalizedText
+    from bundles.notices import (
+        FACT_LABELS,
+        OFFER_BIRTH_STATEMENT,
+        WITHDRAW_STATEMENT_SIGNAL,
+        OfferResult,
+        StatementOfferCall,
+        StatementWithdrawal,
+    )
     from bundles.plan import PlannedStep
     from workflows import texts
     from workflows.models import (
+        BUNDLE_STATE_CHANGED,
+        EVENT_SOURCE_PREFIX,
         FINAL_STEP_STATES,
+        PUBLISH_BUNDLE_EVENTS,
+        SIGNAL_BIRTH_NOTICE_RESULT,
+        SIGNAL_LEGACY_REPLY,
+        STEP_STATE_CHANGED,
+        BundleEvent,
+        BundleEventData,
         BundleInput,
         BundleState,
         BundleStatus,
         DecisionAction,
         DecisionResult,
         ErrorKind,
+        EventBatch,
+        LegacyReply,
+        NoticeMatchResult,
         OperatorAction,
         StepDecision,
         StepError,
@@ -40,7 +60,15 @@ with workflow.unsafe.imports_passed_through():
         WithdrawRequest,
         WithdrawResult,
     )
-    from workflows.names import SA_ATTENTION_STEPS, SA_STATE, legacy_task_queue
+    from workflows.names import (
+        SA_ATTENTION_STEPS,
+        SA_STATE,
+        bundle_task_queue,
+        events_task_queue,
+        idempotency_key,
+        legacy_task_queue,
+        parse_idempotency_key,
+    )
 
 SINGLE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 """Step calls are retried by the workflow itself, so residents and operators see every attempt,
@@ -54,6 +82,23 @@ COMPENSATION_RETRY = RetryPolicy(
     non_retryable_error_types=[STEP_REJECTED, STEP_NEEDS_ATTENTION],
 )
 """Undoing is retried quickly by Temporal; past its bound, an operator decides."""
+
+EVENTS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+"""Status events are retried without limit: a broker outage delays them, never loses them."""
+
+EVENTS_PAUSE_AFTER_FAILURE = timedelta(minutes=1)
+"""Pause before publishing again after the publish activity gave up (it should never give up)."""
+
+INTERNAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+"""tellonce's own activities (no legacy system involved) are retried until they succeed."""
 
 CALL_TIMEOUT_MARGIN = timedelta(seconds=5)
 """The adapter times its own call out first, so its error is classified rather than cut off."""
@@ -77,6 +122,12 @@ class _Next(StrEnum):
     STOP = "stop"
 
 
+class _Woken(StrEnum):
+    """A parked step woke without an operator: the answer it waited for arrived late."""
+
+    ANSWERED = "answered"
+
+
 class _StepRun:
     """Mutable bookkeeping of one step that is not part of its public status."""
 
@@ -88,6 +139,11 @@ class _StepRun:
         self.decision: StepDecision | None = None
         self.retry_now = False
         self.compensating = False
+        self.reply_key: str | None = None
+        """Idempotency key of the request whose asynchronous reply the step waits for."""
+        self.match_workflow_id: str | None = None
+        """The birth-notice matcher holding this step's statement, while it holds one."""
+        self.notice_id: str | None = None
 
 
 @workflow.defn
@@ -118,6 +174,14 @@ class BundleWorkflow:
         self._final: BundleState | None = None
         # The client sets these search attributes when it starts the bundle.
         self._visible: tuple[str, tuple[str, ...]] = (BundleState.RECEIVED.value, ())
+        self._replies: dict[str, LegacyReply] = {}
+        self._notices: dict[str, NoticeMatchResult] = {}
+        # Status events: what was last announced, and what waits to be published.
+        self._announced_state: BundleState | None = None
+        self._announced_steps: dict[str, StepState] = {}
+        self._event_sequence = 0
+        self._outbox: list[BundleEvent] = []
+        self._outbox_closed = False
 
     # ------------------------------------------------------------------ orchestration
 
@@ -126,6 +190,7 @@ class BundleWorkflow:
         """Execute the bundle's steps and return its final status."""
         self._start(bundle)
         self._sync_visibility()
+        publisher = asyncio.ensure_future(self._publish_events()) if bundle.publish_events else None
         steps = asyncio.ensure_future(
             asyncio.gather(*(self._run_step(run) for run in self._runs.values() if run.step.skip is None))
         )
@@ -139,11 +204,13 @@ class BundleWorkflow:
             await steps
             await self._compensate()
             self._finish_bundle()
+            await self._close_outbox(publisher)
             raise
         if self._abort is not None:
             await self._compensate()
         self._finish_bundle()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._close_outbox(publisher)
         return self._status()
 
     def _start(self, bundle: BundleInput) -> None:
@@ -178,6 +245,8 @@ class BundleWorkflow:
             self._end_step(status, StepState.SKIPPED, texts.DEPENDENCY_NOT_DONE, exception=True)
             return
         status.started_at = workflow.now()
+        if step.awaits == "birth_notice" and not await self._await_birth_notice(run):
+            return
         round_started = workflow.now()
         while True:
             error = await self._attempt(run)
@@ -206,6 +275,8 @@ class BundleWorkflow:
                 else f"{step.system} still failing past the step's deadline of {step.deadline}"
             )
             why = f"{why} (last error: {error.code}); retry, skip or fail"
+        elif error.kind == "no_reply":
+            return await self._recover_from_silence(run, elapsed)
         elif error.kind == "rejected":
             if step.optional or (step.before_pivot and not self._pivot_done):
                 self._end_step(status, StepState.REJECTED, error.message, exception=True)
@@ -216,11 +287,29 @@ class BundleWorkflow:
         else:
             why = f"{step.system} asks for a person ({error.code}); amend, retry, skip or fail"
         decision = await self._park(run, why)
+        assert decision is not _Woken.ANSWERED  # only parks with a `wake` condition wake by themselves
         if decision is None:
             if error.kind in ("transient", "timeout"):
                 await self._settle_before_stopping(run)
             else:
                 self._end_step(status, StepState.SKIPPED, self._abort_message())
+            return _Next.STOP
+        return _Next.NEW_ROUND if self._apply_decision(run, decision) else _Next.STOP
+
+    async def _recover_from_silence(self, run: _StepRun, elapsed: timedelta) -> _Next:
+        """A system never replied: ask an operator, while still accepting a late reply."""
+        step, status = run.step, self._steps[run.step.id]
+        why = (
+            f"{step.system} has not replied within {step.reply_timeout}; retry to send the request "
+            "again (same key), or skip or fail"
+        )
+        decision = await self._park(run, why, wake=lambda: run.reply_key in self._replies)
+        if decision is _Woken.ANSWERED:
+            late = self._take_reply(run)
+            return _Next.STOP if late is None else await self._recover(run, late, elapsed)
+        if decision is None:
+            # The request left and was never answered: it cannot be called "not sent".
+            self._end_step(status, StepState.FAILED, texts.NO_REPLY, exception=True)
             return _Next.STOP
         return _Next.NEW_ROUND if self._apply_decision(run, decision) else _Next.STOP
 
@@ -263,12 +352,178 @@ class BundleWorkflow:
         except ActivityError as err:
             status.last_error = _classify(err, workflow.now())
             return status.last_error
-        status.reference = result.reference
-        self._completed.append(step.id)
-        if step.pivot:
-            self._pivot_done = True
-        self._end_step(status, StepState.DONE, step.on_done or result.message or texts.SENT)
+        if result.pending_reply:
+            status.reference = result.reference
+            return await self._await_reply(run)
+        self._step_done(run, result.reference, result.message)
         return None
+
+    def _step_done(self, run: _StepRun, reference: str | None, message: LocalizedText | None) -> None:
+        status = self._steps[run.step.id]
+        status.reference = reference or status.reference
+        self._completed.append(run.step.id)
+        if run.step.pivot:
+            self._pivot_done = True
+        self._end_step(status, StepState.DONE, run.step.on_done or message or texts.SENT)
+
+    async def _await_reply(self, run: _StepRun) -> StepError | None:
+        """Wait, holding no worker slot, for the system's asynchronous answer to the request sent.
+
+        The request has left, so a withdrawal does not stop the wait: the answer decides whether
+        there is something to undo.
+        """
+        step, status = run.step, self._steps[run.step.id]
+        key = run.reply_key = self._submit_key(run)
+        until = workflow.now() + step.reply_timeout
+        status.state = StepState.WAITING_REPLY
+        status.message = texts.WAITING_REPLY
+        status.waiting_for = f"waiting for {step.system} to reply (until {until.isoformat()})"
+        status.next_attempt_at = None
+        self._sync_visibility()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: key in self._replies, timeout=step.reply_timeout)
+        if key in self._replies:
+            return self._take_reply(run)
+        status.last_error = StepError(
+            kind="no_reply", code="reply_overdue", message=texts.UNDER_REVIEW, at=workflow.now()
+        )
+        return status.last_error
+
+    def _take_reply(self, run: _StepRun) -> StepError | None:
+        """Apply the reply the step waited for; None when the system accepted the request."""
+        assert run.reply_key is not None
+        reply = self._replies.pop(run.reply_key)
+        run.reply_key = None
+        if reply.outcome == "accepted":
+            self._step_done(run, reply.reference, reply.message)
+            return None
+        status = self._steps[run.step.id]
+        kind: ErrorKind = "rejected" if reply.outcome == "rejected" else "needs_attention"
+        status.last_error = StepError(
+            kind=kind,
+            code=reply.code or reply.outcome,
+            message=reply.message or texts.UNDER_REVIEW,
+            at=workflow.now(),
+        )
+        return status.last_error
+
+    async def _await_birth_notice(self, run: _StepRun) -> bool:
+        """Hold the step until the hospital's notice of live birth matches the statement.
+
+        True when the step may be sent: the notice matched, or an operator matched it by hand
+        (`retry`). False when the step ended without being sent.
+        """
+        step, status = run.step, self._steps[run.step.id]
+        while True:
+            offer = await self._offer_statement(run)
+            if offer.match_workflow_id is None:
+                error = StepError(
+                    kind="needs_attention",
+                    code=offer.reason or "birth_notice_unmatchable",
+                    message=texts.NO_BIRTH_NOTICE,
+                    at=workflow.now(),
+                )
+                why = (
+                    f"the statement cannot be matched to a notice automatically ({error.code}); "
+                    "amend it, or retry once the notice is matched by hand"
+                )
+            else:
+                until = workflow.now() + step.await_within
+                status.state = StepState.WAITING_REPLY
+                status.message = texts.WAITING_BIRTH_NOTICE
+                status.waiting_for = f"waiting for the notice of live birth (until {until.isoformat()})"
+                self._sync_visibility()
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: step.id in self._notices or self._abort is not None,
+                        timeout=step.await_within,
+                    )
+                if self._abort is not None:
+                    await self._withdraw_statement(run)
+                    self._end_step(status, StepState.SKIPPED, self._abort_message())
+                    return False
+                result = self._notices.pop(step.id, None)
+                if result is not None and result.outcome == "matched":
+                    run.notice_id = result.notice_id
+                    return True
+                error, why = self._notice_problem(run, result)
+            status.last_error = error
+            decision = await self._park(run, why, wake=lambda: self._notice_matched(step.id))
+            if decision is _Woken.ANSWERED:
+                run.notice_id = self._notices.pop(step.id).notice_id
+                return True
+            if decision is None or decision.action is not DecisionAction.AMEND:
+                await self._withdraw_statement(run)
+            if decision is None:
+                self._end_step(status, StepState.SKIPPED, self._abort_message())
+                return False
+            if decision.action is DecisionAction.RETRY:
+                return True
+            if not self._apply_decision(run, decision):
+                return False
+
+    def _notice_problem(self, run: _StepRun, result: NoticeMatchResult | None) -> tuple[StepError, str]:
+        """The step's error and the operator's explanation when no notice matched in time."""
+        if result is None:
+            error = StepError(
+                kind="needs_attention",
+                code="birth_notice_overdue",
+                message=texts.NO_BIRTH_NOTICE,
+                at=workflow.now(),
+            )
+            return error, (
+                f"no notice of live birth matched within {run.step.await_within}; it can still match, "
+                "or amend the statement, or retry once the notice is matched by hand"
+            )
+        labels = [FACT_LABELS[name] for name in result.differences if name in FACT_LABELS]
+        error = StepError(
+            kind="needs_attention",
+            code="birth_notice_conflict",
+            message=texts.birth_notice_differs(labels),
+            at=workflow.now(),
+        )
+        return error, (
+            f"notice {result.notice_id} differs from the statement on "
+            f"{', '.join(result.differences) or 'some facts'}; a corrected notice can still match, "
+            "or amend the statement, or retry to register it as is once checked"
+        )
+
+    def _notice_matched(self, step_id: str) -> bool:
+        result = self._notices.get(step_id)
+        return result is not None and result.outcome == "matched"
+
+    async def _offer_statement(self, run: _StepRun) -> OfferResult:
+        """Hand the statement to the matcher of its facts (which may already hold the notice)."""
+        offer: OfferResult = await workflow.execute_activity(
+            OFFER_BIRTH_STATEMENT,
+            StatementOfferCall(
+                bundle_workflow_id=workflow.info().workflow_id,
+                step_id=run.step.id,
+                payload=run.payload,
+                wait=run.step.await_within,
+            ),
+            task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=INTERNAL_RETRY,
+            result_type=OfferResult,
+            summary=f"{run.step.id} statement to the notice matcher",
+        )
+        if run.match_workflow_id not in (None, offer.match_workflow_id):
+            # Amended facts moved the statement to another matcher: the old one must forget it.
+            await self._withdraw_statement(run)
+        run.match_workflow_id = offer.match_workflow_id
+        return offer
+
+    async def _withdraw_statement(self, run: _StepRun) -> None:
+        if run.match_workflow_id is None:
+            return
+        matcher, run.match_workflow_id = run.match_workflow_id, None
+        # The matcher may have finished already (matched elsewhere, or expired): nothing to undo.
+        with contextlib.suppress(Exception):
+            await workflow.get_external_workflow_handle(matcher).signal(
+                WITHDRAW_STATEMENT_SIGNAL,
+                StatementWithdrawal(bundle_workflow_id=workflow.info().workflow_id, step_id=run.step.id),
+            )
 
     async def _back_off(self, run: _StepRun, error: StepError, remaining: timedelta) -> bool:
         """Wait before the next attempt; False when the bundle is stopping instead."""
@@ -290,17 +545,27 @@ class BundleWorkflow:
             await workflow.wait_condition(lambda: self._abort is not None or run.retry_now, timeout=delay)
         return self._abort is None
 
-    async def _park(self, run: _StepRun, why: str) -> StepDecision | None:
-        """Wait in `needs_attention` for an operator's decision; None when the bundle stops."""
+    async def _park(
+        self, run: _StepRun, why: str, *, wake: Callable[[], bool] | None = None
+    ) -> StepDecision | _Woken | None:
+        """Wait in `needs_attention` for an operator's decision; None when the bundle stops.
+
+        With `wake`, a late answer (a reply or a matching notice) ends the wait by itself.
+        """
         status = self._steps[run.step.id]
         status.state = StepState.NEEDS_ATTENTION
         status.message = texts.UNDER_REVIEW
+        if status.last_error is not None and status.last_error.code.startswith("birth_notice"):
+            status.message = status.last_error.message  # what the resident is waiting on, in words
         status.waiting_for = why
         status.next_attempt_at = None
         run.decision = None
         self._sync_visibility()
-        await workflow.wait_condition(lambda: self._abort is not None or run.decision is not None)
+        woken = wake or (lambda: False)
+        await workflow.wait_condition(lambda: self._abort is not None or run.decision is not None or woken())
         decision, run.decision = run.decision, None
+        if decision is None and self._abort is None:
+            return _Woken.ANSWERED
         return None if self._abort is not None else decision
 
     def _apply_decision(self, run: _StepRun, decision: StepDecision) -> bool:
@@ -463,20 +728,126 @@ class BundleWorkflow:
         if self._abort is not None:
             raise ValueError(f"the bundle is already stopping ({self._abort.value})")
 
+    @workflow.signal(name=SIGNAL_LEGACY_REPLY)
+    def legacy_reply(self, reply: LegacyReply) -> None:
+        """A legacy system's asynchronous answer, correlated by the request's idempotency key.
+
+        Kept only while its step can still use it (a reply may overtake the acknowledgement of
+        its own request); duplicates and replies to finished steps are ignored.
+        """
+        parsed = parse_idempotency_key(reply.correlation_id)
+        step = self._steps.get(parsed[1]) if parsed else None
+        if parsed is None or parsed[0] != workflow.info().workflow_id or step is None:
+            workflow.logger.warning("Ignored a reply for no step of this bundle (%s)", reply.system)
+            return
+        if step.state in FINAL_STEP_STATES or reply.correlation_id in self._replies:
+            workflow.logger.info("Ignored a duplicate or late reply for step %s", step.id)
+            return
+        self._replies[reply.correlation_id] = reply
+
+    @workflow.signal(name=SIGNAL_BIRTH_NOTICE_RESULT)
+    def birth_notice_result(self, result: NoticeMatchResult) -> None:
+        """The birth-notice matcher's verdict for a step's statement (matched, or in conflict)."""
+        step = self._steps.get(result.step_id)
+        if step is None or step.state in FINAL_STEP_STATES or self._runs[result.step_id].notice_id:
+            return
+        self._notices[result.step_id] = result
+
+    # ------------------------------------------------------------------ status events
+
+    def _announce(self, state: BundleState) -> None:
+        """Queue an event for every step and bundle state that changed since the last one."""
+        for step in self._steps.values():
+            if self._announced_steps.get(step.id) is not step.state:
+                self._announced_steps[step.id] = step.state
+                self._queue_event(STEP_STATE_CHANGED, state, step)
+        if self._announced_state is not state:
+            self._announced_state = state
+            self._queue_event(BUNDLE_STATE_CHANGED, state, None)
+
+    def _queue_event(self, kind: str, state: BundleState, step: StepStatus | None) -> None:
+        bundle = self._bundle()
+        self._event_sequence += 1
+        data = BundleEventData(
+            tracking_id=bundle.submission_id,
+            bundle_id=bundle.plan.bundle_id,
+            definition_version=bundle.plan.definition_version,
+            channel=bundle.channel,
+            external_id=bundle.external_id,
+            sequence=self._event_sequence,
+            bundle_state=state,
+        )
+        if step is not None:
+            data.step_id = step.id
+            data.step_state = step.state
+            data.attempts = step.attempts
+            data.reference = step.reference
+            data.error_code = step.last_error.code if step.last_error else None
+        self._outbox.append(
+            BundleEvent.model_validate(
+                {
+                    "id": f"{bundle.submission_id}:{self._event_sequence}",
+                    "type": kind,
+                    "source": f"{EVENT_SOURCE_PREFIX}{bundle.plan.bundle_id}",
+                    "subject": bundle.submission_id,
+                    "time": workflow.now(),
+                    "data": data,
+                }
+            )
+        )
+
+    async def _publish_events(self) -> None:
+        """Publish queued events in order, one batch at a time, beside the steps' own calls."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox) or self._outbox_closed)
+            if not self._outbox:
+                return
+            batch, self._outbox = self._outbox, []
+            try:
+                await workflow.execute_activity(
+                    PUBLISH_BUNDLE_EVENTS,
+                    EventBatch(tracking_id=self._bundle().submission_id, events=batch),
+                    task_queue=events_task_queue(self._bundle().task_queue_prefix),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=EVENTS_RETRY,
+                    summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
+                )
+            except ActivityError:
+                # Only a non-retryable failure gets here; events are never dropped, so keep
+                # them first in line and try again later.
+                workflow.logger.error("Publishing status events failed; trying again")
+                self._outbox = batch + self._outbox
+                await workflow.sleep(EVENTS_PAUSE_AFTER_FAILURE)
+
+    async def _close_outbox(self, publisher: asyncio.Future[None] | None) -> None:
+        """Finish only once every event has been published (a cancelled bundle too)."""
+        if publisher is None:
+            return
+        self._outbox_closed = True
+        await asyncio.shield(publisher)
+
     # ------------------------------------------------------------------ bookkeeping
+
+    def _submit_key(self, run: _StepRun) -> str:
+        return idempotency_key(workflow.info().workflow_id, run.step.id, "submit", run.revision)
 
     def _call(self, run: _StepRun, operation: str) -> StepCall:
         bundle = self._bundle()
         fields = dict(run.payload)
         if run.step.references:
             fields["references"] = {n: self._steps[n].reference for n in run.step.references}
-        suffix = f":r{run.revision}" if operation == "submit" and run.revision else ""
+        if run.notice_id is not None:
+            fields["birth_notice"] = {"notice_id": run.notice_id}
         return StepCall(
             bundle_ref=bundle.submission_id,
             bundle_id=bundle.plan.bundle_id,
             step_id=run.step.id,
             system=run.step.system,
-            idempotency_key=f"{workflow.info().workflow_id}:{run.step.id}:{operation}{suffix}",
+            idempotency_key=(
+                self._submit_key(run)
+                if operation == "submit"
+                else idempotency_key(workflow.info().workflow_id, run.step.id, operation)
+            ),
             attempt=self._steps[run.step.id].attempts,
             timeout=run.step.call_timeout,
             fields=fields,
@@ -529,6 +900,8 @@ class BundleWorkflow:
         workflow.set_current_details(
             f"**{state.value}**\n\n" + "\n".join(f"- {line}" for line in waiting) if waiting else state.value
         )
+        if self._bundle().publish_events:
+            self._announce(state)
         if (state.value, attention) == self._visible:
             return
         self._visible = (state.value, attention)

@@ -86,7 +86,7 @@ class BundleInput(Model):
     )
 
 
-ErrorKind = Literal["transient", "rejected", "needs_attention", "timeout", "compensation"]
+ErrorKind = Literal["transient", "rejected", "needs_attention", "timeout", "no_reply", "compensation"]
 
 
 class StepError(Model):

@@ -45,3 +45,47 @@ SENT = LocalizedText(
     en="Sent to the program.",
     fr="Transmis au programme.",
 )
+WAITING_REPLY = LocalizedText(
+    en="Sent to the program. We are waiting for its answer.",
+    fr="Transmis au programme. Nous attendons sa réponse.",
+)
+NO_REPLY = LocalizedText(
+    en="Sent to the program, which has not answered. Please contact it directly to confirm.",
+    fr="Transmis au programme, qui n'a pas répondu. Veuillez communiquer avec lui pour confirmer.",
+)
+WAITING_BIRTH_NOTICE = LocalizedText(
+    en=(
+        "Waiting for the hospital's or midwife's notice of the birth. The birth is registered once "
+        "it matches your statement; you do not need to do anything."
+    ),
+    fr=(
+        "En attente de l'avis de naissance de l'hôpital ou de la sage-femme. La naissance est "
+        "enregistrée dès qu'il correspond à votre déclaration; vous n'avez rien à faire."
+    ),
+)
+NO_BIRTH_NOTICE = LocalizedText(
+    en=(
+        "We have not yet received the hospital's or midwife's notice of the birth. An agent is "
+        "looking into it; you do not need to do anything for now."
+    ),
+    fr=(
+        "Nous n'avons pas encore reçu l'avis de naissance de l'hôpital ou de la sage-femme. Un agent "
+        "s'en occupe; vous n'avez rien à faire pour le moment."
+    ),
+)
+
+
+def birth_notice_differs(labels: list[LocalizedText]) -> LocalizedText:
+    """The resident's message when the hospital's notice differs from their statement."""
+    en = ", ".join(label.en for label in labels) or "some details"
+    fr = ", ".join(label.fr for label in labels) or "certains renseignements"
+    return LocalizedText(
+        en=(
+            f"The hospital's or midwife's notice of the birth differs from your statement ({en}). "
+            "An agent will review it and may contact you."
+        ),
+        fr=(
+            f"L'avis de naissance de l'hôpital ou de la sage-femme diffère de votre déclaration ({fr}). "
+            "Un agent l'examinera et pourrait communiquer avec vous."
+        ),
+    )

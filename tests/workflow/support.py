@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -18,7 +20,8 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.worker import Replayer
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
 
 from adapters.sdk import (
     Adapter,
@@ -34,8 +37,15 @@ from bundles.plan import BundlePlan, resolve_plan
 from infra.temporal import DATA_CONVERTER
 from infra.worker import build_workers
 from workflows.bundle import BundleWorkflow
-from workflows.models import BundleInput, BundleStatus
-from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue
+from workflows.models import (
+    PUBLISH_BUNDLE_EVENTS,
+    BundleEvent,
+    BundleInput,
+    BundleStatus,
+    EventBatch,
+    StepState,
+)
+from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue, events_task_queue
 
 
 def text(en: str) -> dict[str, str]:
@@ -166,6 +176,7 @@ class ScriptedAdapter(Adapter):
         self.script: dict[str, list[AdapterError | None]] = defaultdict(list)
         self.calls: list[Call] = []
         self.delay = 0.0  # real seconds each submit takes after it is recorded
+        self.pending_reply = False  # acknowledge only; the answer comes later as a reply
 
     def _next(self, operation: str) -> None:
         planned = self.script[operation]
@@ -178,7 +189,9 @@ class ScriptedAdapter(Adapter):
         if self.delay:
             await asyncio.sleep(self.delay)
         self._next("submit")
-        return SubmitResult(reference=f"{self.name.upper()}-{len(self.calls):04d}")
+        return SubmitResult(
+            reference=f"{self.name.upper()}-{len(self.calls):04d}", pending_reply=self.pending_reply
+        )
 
     async def compensate(self, ctx: CallContext, request: CompensationRequest) -> CompensationResult:
         self.calls.append(Call("compensate", ctx.idempotency_key, request.fields))
@@ -196,12 +209,39 @@ def scripted_adapters() -> dict[str, ScriptedAdapter]:
     return {name: ScriptedAdapter(name) for name in SYSTEMS}
 
 
+class EventLog:
+    """Stands in for the Kafka publisher: records every batch the bundles publish, in order."""
+
+    def __init__(self) -> None:
+        self.batches: list[EventBatch] = []
+        self.failures_to_come = 0  # the next N publish attempts fail, as with a broker outage
+
+    @activity.defn(name=PUBLISH_BUNDLE_EVENTS)
+    async def publish(self, batch: EventBatch) -> int:
+        if self.failures_to_come:
+            self.failures_to_come -= 1
+            raise RuntimeError("broker unavailable")
+        self.batches.append(batch)
+        return len(batch.events)
+
+    def events(self, tracking_id: str) -> list[BundleEvent]:
+        """Every event of one bundle, in publication order."""
+        return [e for b in self.batches if b.tracking_id == tracking_id for e in b.events]
+
+
 @asynccontextmanager
-async def running_workers(client: Client, adapters: dict[str, Any], prefix: str) -> AsyncIterator[None]:
+async def running_workers(
+    client: Client, adapters: dict[str, Any], prefix: str, *, events: EventLog | None = None
+) -> AsyncIterator[EventLog]:
+    """The production workers for a task-queue prefix, plus a recording event publisher."""
+    events = events or EventLog()
     async with AsyncExitStack() as stack:
         for worker in build_workers(client, adapters, task_queue_prefix=prefix):
             await stack.enter_async_context(worker)
-        yield
+        await stack.enter_async_context(
+            Worker(client, task_queue=events_task_queue(prefix), activities=[events.publish])
+        )
+        yield events
 
 
 async def start_bundle(
@@ -211,6 +251,7 @@ async def start_bundle(
     *,
     search_attributes: bool = False,
     submission_id: str | None = None,
+    publish_events: bool = True,
 ) -> WorkflowHandle[BundleWorkflow, BundleStatus]:
     submission_id = submission_id or str(uuid.uuid4())
     return await client.start_workflow(
@@ -221,6 +262,7 @@ async def start_bundle(
             received_at=datetime.now(UTC),
             task_queue_prefix=prefix,
             upsert_search_attributes=search_attributes,
+            publish_events=publish_events,
         ),
         id=submission_id,
         task_queue=bundle_task_queue(prefix),
@@ -249,3 +291,36 @@ def new_prefix() -> str:
 
 
 REFUSED = LocalizedText(en="refused", fr="refusé")
+
+
+Handle = WorkflowHandle[BundleWorkflow, BundleStatus]
+
+
+async def wait_for(
+    handle: Handle,
+    predicate: Callable[[BundleStatus], bool],
+    *,
+    skip: tuple[WorkflowEnvironment, timedelta] | None = None,
+    timeout: float = 15,
+) -> BundleStatus:
+    """Poll the status query until the predicate holds, optionally skipping workflow time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await handle.query(BundleWorkflow.status)
+        if predicate(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"condition not met; last status: {status.model_dump_json(indent=1)}")
+        if skip is not None:
+            env, step_size = skip
+            await env.sleep(step_size)
+        else:
+            await asyncio.sleep(0.1)
+
+
+def step(status: BundleStatus, step_id: str) -> Any:
+    return next(s for s in status.steps if s.id == step_id)
+
+
+def states(status: BundleStatus) -> dict[str, StepState]:
+    return {s.id: s.state for s in status.steps}

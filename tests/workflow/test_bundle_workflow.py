@@ -5,13 +5,10 @@ Backoffs and deadlines here are minutes of workflow time that the test server sk
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,49 +21,19 @@ from tests.workflow.support import (
     running_workers,
     scripted_adapters,
     start_bundle,
+    states,
+    step,
+    wait_for,
 )
 from workflows.bundle import BundleWorkflow
 from workflows.models import (
     FINAL_STEP_STATES,
     BundleState,
-    BundleStatus,
     DecisionAction,
     StepDecision,
     StepState,
     WithdrawRequest,
 )
-
-Handle = WorkflowHandle[BundleWorkflow, BundleStatus]
-
-
-async def wait_for(
-    handle: Handle,
-    predicate: Callable[[BundleStatus], bool],
-    *,
-    skip: tuple[WorkflowEnvironment, timedelta] | None = None,
-    timeout: float = 15,
-) -> BundleStatus:
-    """Poll the status query until the predicate holds, optionally skipping workflow time."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        status = await handle.query(BundleWorkflow.status)
-        if predicate(status):
-            return status
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"condition not met; last status: {status.model_dump_json(indent=1)}")
-        if skip is not None:
-            env, step_size = skip
-            await env.sleep(step_size)
-        else:
-            await asyncio.sleep(0.1)
-
-
-def step(status: BundleStatus, step_id: str) -> Any:
-    return next(s for s in status.steps if s.id == step_id)
-
-
-def states(status: BundleStatus) -> dict[str, StepState]:
-    return {s.id: s.state for s in status.steps}
 
 
 async def test_happy_path_runs_every_step_once_in_dependency_order(time_env: WorkflowEnvironment) -> None:

@@ -1,0 +1,209 @@
+"""Status events and asynchronous legacy replies, on the time-skipping test server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.sdk import TransientError
+from bundles.models import LocalizedText
+from tests.workflow.support import (
+    SUBMISSION,
+    assert_replays,
+    new_prefix,
+    plan,
+    running_workers,
+    scripted_adapters,
+    start_bundle,
+    step,
+    wait_for,
+)
+from workflows.bundle import BundleWorkflow
+from workflows.models import (
+    BUNDLE_STATE_CHANGED,
+    SIGNAL_LEGACY_REPLY,
+    STEP_STATE_CHANGED,
+    BundleState,
+    DecisionAction,
+    LegacyReply,
+    StepDecision,
+    StepState,
+)
+
+
+def reply(key: str, outcome: str = "accepted", **fields: object) -> LegacyReply:
+    return LegacyReply.model_validate(
+        {
+            "correlation_id": key,
+            "system": "cra",
+            "outcome": outcome,
+            "received_at": datetime.now(UTC),
+            **fields,
+        }
+    )
+
+
+async def test_events_follow_every_state_change_in_order_and_end_with_the_final_status(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["sin"].script["submit"] = [TransientError("http_503")]
+    async with running_workers(time_env.client, adapters, prefix) as log:
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        final = await handle.result()
+
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert [e.id for e in events] == [f"{handle.id}:{n}" for n in range(1, len(events) + 1)]
+    assert {e.subject for e in events} == {handle.id}
+    # Each step's own events trace its path, and the last one is its final state.
+    for status in final.steps:
+        path = [e.data.step_state for e in events if e.data.step_id == status.id]
+        assert path[0] is StepState.PENDING
+        assert path[-1] is status.state
+    sin_path = [e.data.step_state for e in events if e.data.step_id == "sin"]
+    assert sin_path == [
+        StepState.PENDING,
+        StepState.RUNNING,
+        StepState.RETRYING,
+        StepState.RUNNING,
+        StepState.DONE,
+    ]
+    bundle_events = [e for e in events if e.type == BUNDLE_STATE_CHANGED]
+    assert [e.data.bundle_state for e in bundle_events] == [
+        BundleState.RECEIVED,
+        BundleState.IN_PROGRESS,
+        BundleState.COMPLETED,
+    ]
+    assert events[-1].type == BUNDLE_STATE_CHANGED and events[-1].data.bundle_state is final.state
+    assert all(e.type in (BUNDLE_STATE_CHANGED, STEP_STATE_CHANGED) for e in events)
+    # Ids and states only: nothing the resident wrote travels in an event.
+    published = "".join(e.model_dump_json() for e in events)
+    for secret in ("Zoë", "Bélanger", SUBMISSION["parent"]["sin"], "2026-11-10"):
+        assert secret not in published
+    # Changes are coalesced: far fewer publications than events.
+    assert len([b for b in log.batches if b.tracking_id == handle.id]) < len(events)
+    await assert_replays(handle)
+
+
+async def test_a_broker_outage_delays_events_without_holding_up_the_bundle(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    async with running_workers(time_env.client, adapters, prefix) as log:
+        log.failures_to_come = 4
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    assert all(len(a.submits()) == 1 for a in adapters.values())
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].data.bundle_state is BundleState.COMPLETED
+
+
+async def test_events_can_be_switched_off(time_env: WorkflowEnvironment) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    async with running_workers(time_env.client, adapters, prefix) as log:
+        handle = await start_bundle(time_env.client, plan(), prefix, publish_events=False)
+        final = await handle.result()
+    assert final.state is BundleState.COMPLETED
+    assert log.events(handle.id) == []
+
+
+async def test_a_step_waits_for_its_reply_then_completes_with_the_replys_reference(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        waiting = await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+        assert waiting.state is BundleState.IN_PROGRESS
+        assert "waiting for cra to reply" in (step(waiting, "ccb").waiting_for or "")
+        key = adapters["cra"].submits()[0].key
+        # A reply for a step the bundle does not have, and one from another bundle, change nothing.
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(f"{handle.id}:nope:submit"))
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key.replace(handle.id, "another-bundle")))
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, reference="CRA-FINAL-1"))
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, outcome="rejected", code="late_duplicate"))
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    ccb = step(final, "ccb")
+    assert (ccb.state, ccb.reference, ccb.attempts) == (StepState.DONE, "CRA-FINAL-1", 1)
+    assert len(adapters["cra"].submits()) == 1
+    await assert_replays(handle)
+
+
+async def test_a_refusing_reply_after_the_pivot_parks_the_step_with_the_systems_reason(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    refused = LocalizedText(en="Parent not found", fr="Parent introuvable")
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+        key = adapters["cra"].submits()[0].key
+        await handle.signal(
+            SIGNAL_LEGACY_REPLY, reply(key, outcome="rejected", code="parent_not_found", message=refused)
+        )
+        parked = await wait_for(handle, lambda s: step(s, "ccb").state is StepState.NEEDS_ATTENTION)
+        ccb = step(parked, "ccb")
+        assert ccb.last_error is not None
+        assert (ccb.last_error.kind, ccb.last_error.code) == ("rejected", "parent_not_found")
+        assert "parent_not_found" in (ccb.waiting_for or "")
+        await handle.execute_update(
+            BundleWorkflow.decide,
+            StepDecision(step_id="ccb", action=DecisionAction.SKIP, actor="op-1", reason="applied by phone"),
+        )
+        final = await handle.result()
+    assert final.state is BundleState.COMPLETED_WITH_EXCEPTIONS
+    assert step(final, "ccb").state is StepState.SKIPPED
+    assert len(adapters["cra"].submits()) == 1
+
+
+async def test_an_overdue_reply_asks_an_operator_and_a_late_reply_still_completes_the_step(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        parked = await wait_for(
+            handle,
+            lambda s: step(s, "ccb").state is StepState.NEEDS_ATTENTION,
+            skip=(time_env, timedelta(days=2)),
+        )
+        ccb = step(parked, "ccb")
+        assert ccb.last_error is not None and ccb.last_error.code == "reply_overdue"
+        assert "has not replied" in (ccb.waiting_for or "")
+        assert parked.state is BundleState.NEEDS_ATTENTION
+
+        key = adapters["cra"].submits()[0].key
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, reference="CRA-LATE"))
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    assert step(final, "ccb").reference == "CRA-LATE"
+    assert len(adapters["cra"].submits()) == 1
+    await assert_replays(handle)
+
+
+async def test_a_reply_that_overtakes_the_acknowledgement_is_kept_for_its_step(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    adapters["cra"].delay = 1.0  # the acknowledgement is slow; the reply arrives first
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(handle, lambda s: bool(adapters["cra"].calls))
+        key = adapters["cra"].submits()[0].key
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, reference="CRA-FAST"))
+        final = await handle.result()
+
+    assert step(final, "ccb").reference == "CRA-FAST"
+    assert final.state is BundleState.COMPLETED
