@@ -12,10 +12,12 @@ auto-creates the topic on the first send, so only events sent after the restart 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.events import EVENTS_UNAVAILABLE, EventsUnavailableError, KafkaEventPublisher, decode_event
+from adapters.sdk import TransientError
 from infra.settings import Settings
 from infra.worker import build_workers
 from tests.conftest import free_port, wait_tcp
+from tests.workflow.support import new_prefix, plan, scripted_adapters, start_bundle
 from workflows.models import (
     BUNDLE_STATE_CHANGED,
     EVENT_SOURCE_PREFIX,
@@ -91,8 +95,11 @@ def new_topic() -> str:
     return f"test.bundle-events.{uuid.uuid4().hex[:8]}"
 
 
-async def consume(port: int, topic: str, count: int, timeout: float = 20) -> list[Any]:
-    """The first `count` records of `topic`, read from the beginning, in offset order per partition."""
+async def consume(
+    port: int, topic: str, count: int, timeout: float = 20, *, until: Callable[[Any], bool] | None = None
+) -> list[Any]:
+    """The first `count` records of `topic` (or up to the first one `until` accepts), read from the
+    beginning, in offset order per partition."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=f"127.0.0.1:{port}",
@@ -103,7 +110,7 @@ async def consume(port: int, topic: str, count: int, timeout: float = 20) -> lis
     records: list[Any] = []
     try:
         async with asyncio.timeout(timeout):
-            while len(records) < count:
+            while len(records) < count and not (until and any(until(r) for r in records)):
                 for partition_records in (await consumer.getmany(timeout_ms=500)).values():
                     records.extend(partition_records)
     except TimeoutError:
@@ -213,6 +220,42 @@ async def test_a_republished_batch_repeats_its_ids_so_consumers_can_drop_duplica
     for event in events:
         first_seen.setdefault(event.id, event)
     assert list(first_seen.values()) == batch.events
+
+
+async def test_a_bundle_publishes_every_change_through_the_real_worker(
+    dev_env: WorkflowEnvironment, kafka_port: int
+) -> None:
+    """BundleWorkflow, the production workers and the Kafka publisher, end to end."""
+    prefix, topic = new_prefix(), new_topic()
+    adapters = scripted_adapters()
+    adapters["sin"].script["submit"] = [TransientError("http_503")]
+    publisher = KafkaEventPublisher(settings_for(kafka_port, topic), idempotent=False)
+    try:
+        async with AsyncExitStack() as stack:
+            for worker in build_workers(
+                dev_env.client, adapters, task_queue_prefix=prefix, event_publisher=publisher
+            ):
+                await stack.enter_async_context(worker)
+            handle = await start_bundle(dev_env.client, plan(), prefix)
+            final = await handle.result()
+    finally:
+        await publisher.close()
+
+    def is_last(record: Any) -> bool:
+        event = decode_event(record)
+        return event.type == BUNDLE_STATE_CHANGED and event.data.bundle_state is final.state
+
+    records = await consume(kafka_port, topic, 1000, until=is_last)
+    events = [decode_event(r) for r in records]
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert {r.key for r in records} == {handle.id.encode()}
+    assert len({r.partition for r in records}) == 1
+    assert {e.data.step_id for e in events} - {None} == {s.id for s in final.steps}
+    for status in final.steps:
+        assert [e.data.step_state for e in events if e.data.step_id == status.id][-1] is status.state
+    sin_states = [e.data.step_state for e in events if e.data.step_id == "sin"]
+    assert StepState.RETRYING in sin_states
+    assert all(set(json.loads(r.value)) == set(BundleEventData.model_fields) for r in records)
 
 
 # ---------------------------------------------------------------------- outages
