@@ -238,8 +238,8 @@ class KafkaEventPublisher:
         try:
             async with asyncio.timeout(self._publish_timeout):
                 producer = await self._started()
-                # Queue every record before awaiting any acknowledgement: they are appended to the
-                # partition's batch in this order and travel together.
+                # Queue every record before awaiting any acknowledgement: they join the partition's
+                # queue in this order, and leave it in this order.
                 acks = [
                     await producer.send(self._topic, value=r.value, key=r.key, headers=r.headers)
                     for r in records
