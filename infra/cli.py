@@ -190,6 +190,133 @@ def sandbox(
     serve(host or settings.host, port or settings.port("sandbox"))
 
 
+# --- the Kafka streams role ---------------------------------------------------------------------
+
+streams_app = typer.Typer(
+    help="The Kafka streams role and its tools (run it without a subcommand).",
+    invoke_without_command=True,
+)
+app.add_typer(streams_app, name="streams")
+
+
+class DlqName(StrEnum):
+    """The dead-letter queues `replay-dlq` can read."""
+
+    SUBMISSIONS = "submissions"
+    LEGACY_REPLIES = "legacy-replies"
+    BIRTH_NOTICES = "birth-notices"
+
+
+@streams_app.callback()
+def streams(
+    ctx: typer.Context,
+    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="Records per batch at most.")] = 256,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1000, help="Records of a batch handled at once.")
+    ] = 64,
+) -> None:
+    """Consume partner submissions, legacy replies and birth notices until stopped.
+
+    Serves `/health` and `/asyncapi.json` on port base + 802. Offsets are committed only after
+    each batch's bundles have started, signals were delivered or dead letters were written.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from infra.streams.app import serve  # noqa: PLC0415 - heavy; only this role needs it
+
+    settings = _role_settings()
+    asyncio.run(serve(settings, batch_size=batch_size, concurrency=concurrency))
+
+
+@streams_app.command("asyncapi")
+def streams_asyncapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
+    ] = None,
+) -> None:
+    """Print (or write) the AsyncAPI document of every topic, with the default topic names.
+
+    Regenerate the checked-in copy with `tellonce streams asyncapi -o docs/asyncapi.json`.
+    """
+    from infra.streams.app import asyncapi_document  # noqa: PLC0415 - see the module docstring
+
+    document = asyncapi_document()
+    if output is None:
+        typer.echo(document, nl=False)
+    else:
+        output.write_text(document)
+        console.print(f"wrote {output}")
+
+
+@streams_app.command("create-topics")
+def streams_create_topics() -> None:
+    """Create every topic tellonce uses that does not exist yet (partitions and replication from settings)."""
+    from infra.streams.topics import ensure_topics  # noqa: PLC0415 - see the module docstring
+
+    settings = _settings()
+    created = asyncio.run(ensure_topics(settings))
+    console.print(f"created {len(created)} topic(s)" + (f": {', '.join(created)}" if created else ""))
+
+
+@streams_app.command("replay-dlq")
+def streams_replay_dlq(  # noqa: PLR0917 - one parameter per option, as Typer wants
+    dlq: Annotated[DlqName, typer.Option("--dlq", help="Which dead-letter queue.")] = DlqName.SUBMISSIONS,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter read.")] = False,
+    keys: Annotated[
+        list[str] | None, typer.Option("--key", help="Replay dead letters with this record key (repeatable).")
+    ] = None,
+    reasons: Annotated[
+        list[str] | None,
+        typer.Option("--reason", help="Replay dead letters with this reason code (repeatable)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be replayed; change nothing.")
+    ] = False,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Read the whole DLQ again, not only what is new.")
+    ] = False,
+) -> None:
+    """Re-publish dead letters to their original topic after a fix, each once.
+
+    Reads the DLQ up to its current end with its own consumer group and commits what it read,
+    so the next run sees only newer dead letters (unless --from-beginning).
+    """
+    from infra.streams.replay import Selection, replay_dlq  # noqa: PLC0415 - see the module docstring
+
+    if not (replay_all or keys or reasons):
+        _fail("say what to replay: --all, --key KEY or --reason CODE", EXIT_USAGE)
+    settings = _settings()
+    topic = {
+        DlqName.SUBMISSIONS: settings.kafka_topic_submissions_dlq,
+        DlqName.LEGACY_REPLIES: settings.kafka_topic_legacy_replies_dlq,
+        DlqName.BIRTH_NOTICES: settings.kafka_topic_birth_notices_dlq,
+    }[dlq]
+    selection = Selection(
+        everything=replay_all,
+        keys=frozenset(key.encode() for key in keys or ()),
+        reasons=frozenset(reasons or ()),
+    )
+    try:
+        report = asyncio.run(
+            replay_dlq(settings, topic, selection, dry_run=dry_run, from_beginning=from_beginning)
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    verb = "would replay" if dry_run else "replayed"
+    for entry in report.replayed:
+        key = entry.key.decode(errors="replace")[:80] if entry.key is not None else "-"
+        original = f"{entry.original[0]}/{entry.original[1]}/{entry.original[2]}"
+        console.print(
+            f"{verb} {original} key={key} reasons={','.join(entry.codes)}",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"{verb} {len(report.replayed)}; not selected {report.not_selected}; "
+        f"duplicates {report.duplicates}; not dead letters {report.not_dead_letters}"
+    )
+
+
 # --- the catalogue ------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ DEV_CORRELATION_SECRET = "local-development-only-correlation-secret"  # noqa: S1
 PORT_OFFSETS: dict[str, int] = {
     "api": 800,
     "sandbox": 801,
+    "streams": 802,
     "temporal": 33,
     "temporal-http": 43,
     "temporal-metrics": 1034,

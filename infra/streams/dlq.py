@@ -1,0 +1,120 @@
+"""Dead-letter queues: the original record, byte for byte, plus `tellonce-dlq-*` headers.
+
+A DLQ record keeps the original value, key and headers so it can be replayed unchanged after
+a fix (`tellonce streams replay-dlq`). The added headers say why and where it came from:
+
+- `tellonce-dlq-reasons`: JSON list of `{code, path, message}` (no submitted values, ever)
+- `tellonce-dlq-topic`, `tellonce-dlq-partition`, `tellonce-dlq-offset`: the original position
+- `tellonce-dlq-at`: when it was dead-lettered (UTC, ISO 8601)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from faststream.kafka.security import parse_security
+
+from infra.kafka import bootstrap_servers, security
+from infra.settings import Settings
+from infra.streams.models import DlqReason
+from infra.streams.records import Headers, Record
+from infra.streams.retry import until_done
+
+log = structlog.get_logger("tellonce.streams")
+
+DLQ_HEADER_PREFIX = "tellonce-dlq-"
+H_REASONS = "tellonce-dlq-reasons"
+H_TOPIC = "tellonce-dlq-topic"
+H_PARTITION = "tellonce-dlq-partition"
+H_OFFSET = "tellonce-dlq-offset"
+H_AT = "tellonce-dlq-at"
+H_REPLAYED_FROM = "tellonce-replayed-from"
+"""Added by replay: `<dlq topic>/<partition>/<offset>` of the DLQ record it came from."""
+
+
+def raw_producer(settings: Settings) -> AIOKafkaProducer:
+    """An aiokafka producer with the deployment's bootstrap servers, TLS and SASL.
+
+    FastStream's publisher sends headers as text; a dead letter must keep the original header
+    bytes, so DLQ writes and replays use aiokafka directly. `acks="all"`: a write counts only
+    once every in-sync replica has it, which is what lets us commit the source offset after.
+    It is not an idempotent producer: Tansu (the dev broker) refuses InitProducerId, and a
+    duplicate dead letter is harmless (a replayed submission starts its bundle once).
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=f"{settings.kafka_client_id}-streams",
+        acks="all",
+        enable_idempotence=False,
+        **parse_security(security(settings)),
+    )
+
+
+def without_dlq_headers(headers: Headers) -> Headers:
+    """The headers minus tellonce's DLQ and replay bookkeeping."""
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if not name.startswith(DLQ_HEADER_PREFIX) and name != H_REPLAYED_FROM
+    )
+
+
+def dlq_headers(record: Record, reasons: list[DlqReason], at: datetime) -> Headers:
+    """The original headers followed by the DLQ headers."""
+    encoded = json.dumps([reason.model_dump() for reason in reasons], ensure_ascii=False)
+    return (
+        *without_dlq_headers(record.headers),
+        (H_REASONS, encoded.encode()),
+        (H_TOPIC, record.topic.encode()),
+        (H_PARTITION, str(record.partition).encode()),
+        (H_OFFSET, str(record.offset).encode()),
+        (H_AT, at.isoformat().encode()),
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetterInfo:
+    """What the DLQ headers of a dead letter say."""
+
+    topic: str
+    partition: int
+    offset: int
+    reasons: list[DlqReason]
+
+    @classmethod
+    def of(cls, record: Record) -> DeadLetterInfo | None:
+        """Read the DLQ headers of a record; None when it is not a tellonce dead letter."""
+        topic, partition, offset = (record.header(h) for h in (H_TOPIC, H_PARTITION, H_OFFSET))
+        if topic is None or partition is None or offset is None:
+            return None
+        try:
+            reasons = [DlqReason.model_validate(r) for r in json.loads(record.header(H_REASONS) or b"[]")]
+            return cls(topic.decode(), int(partition), int(offset), reasons)
+        except ValueError:
+            return None
+
+
+class DeadLetters:
+    """Writes dead letters and waits for the broker to acknowledge each one."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, record: Record, reasons: list[DlqReason], dlq_topic: str) -> None:
+        """Dead-letter one record; returns once the DLQ write is acknowledged (retrying until it is)."""
+        headers = list(dlq_headers(record, reasons, datetime.now(UTC)))
+
+        async def attempt() -> None:
+            await self.producer.send_and_wait(dlq_topic, record.value, key=record.key, headers=headers)
+
+        await until_done(attempt, what="dlq_publish", where=record.where)
+        log.warning(
+            "streams.dead_lettered",
+            dlq=dlq_topic,
+            codes=sorted({reason.code for reason in reasons}),
+            **record.where,
+        )

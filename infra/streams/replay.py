@@ -1,0 +1,168 @@
+"""`tellonce streams replay-dlq`: send dead letters back to their original topic after a fix.
+
+A replayed record is the original value, key and headers (the `tellonce-dlq-*` headers
+removed) plus `tellonce-replayed-from: <dlq topic>/<partition>/<offset>`. The replayer has its
+own consumer group: what it has read is committed, so a second run replays only newer dead
+letters unless asked to start from the beginning. A dead letter written twice (the consumer
+crashed before its commit) is replayed once per run: both copies name the same original
+position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream.kafka.security import parse_security
+
+from infra.kafka import bootstrap_servers, security
+from infra.settings import Settings
+from infra.streams.dlq import H_REPLAYED_FROM, DeadLetterInfo, raw_producer, without_dlq_headers
+from infra.streams.records import Record
+
+FETCH_TIMEOUT_MS = 1000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters to replay: all of them, or those with one of the keys or reason codes."""
+
+    everything: bool = False
+    keys: frozenset[bytes] = frozenset()
+    reasons: frozenset[str] = frozenset()
+
+    def matches(self, record: Record, info: DeadLetterInfo) -> bool:
+        """True when the dead letter is selected."""
+        if self.everything:
+            return True
+        if record.key is not None and record.key in self.keys:
+            return True
+        return any(reason.code in self.reasons for reason in info.reasons)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One dead letter that was (or, in a dry run, would be) replayed."""
+
+    dlq_offset: tuple[int, int]
+    original: tuple[str, int, int]
+    key: bytes | None
+    codes: tuple[str, ...]
+
+
+@dataclass
+class ReplayReport:
+    """What a replay run did."""
+
+    replayed: list[Entry] = field(default_factory=list)
+    not_selected: int = 0
+    duplicates: int = 0
+    not_dead_letters: int = 0
+
+
+def replay_group(settings: Settings) -> str:
+    """The replayer's consumer group (apart from the streams consumers)."""
+    return f"{settings.kafka_consumer_group}.replay-dlq"
+
+
+def _consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=f"{settings.kafka_client_id}-replay",
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **parse_security(security(settings)),
+    )
+
+
+async def _position_at_start(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], from_beginning: bool
+) -> None:
+    for partition in partitions:
+        committed = None if from_beginning else await consumer.committed(partition)
+        if committed is None:
+            await consumer.seek_to_beginning(partition)
+        else:
+            consumer.seek(partition, committed)
+
+
+async def _read_until(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[Record]:
+    """Every record from the current positions up to (not including) the end offsets."""
+    records: list[Record] = []
+    pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+    while pending:
+        fetched = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
+        for tp, batch in fetched.items():
+            records += [Record.from_consumer(r) for r in batch if r.offset < ends[tp]]
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    return records
+
+
+async def replay_dlq(
+    settings: Settings,
+    dlq_topic: str,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    from_beginning: bool = False,
+    group: str | None = None,
+) -> ReplayReport:
+    """Replay the selected dead letters of one DLQ written up to now; commit unless a dry run.
+
+    Raises:
+        ValueError: the DLQ topic does not exist.
+    """
+    consumer = _consumer(settings, group or replay_group(settings))
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster's metadata
+        numbers = consumer.partitions_for_topic(dlq_topic)
+        if not numbers:
+            raise ValueError(f"no topic {dlq_topic!r} on the cluster")
+        partitions = [TopicPartition(dlq_topic, number) for number in sorted(numbers)]
+        consumer.assign(partitions)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        await _position_at_start(consumer, partitions, from_beginning)
+        records = await _read_until(consumer, ends)
+        report = await _replay(settings, dlq_topic, records, selection, dry_run=dry_run)
+        if not dry_run:
+            await consumer.commit(dict(ends))
+        return report
+    finally:
+        await consumer.stop()
+
+
+async def _replay(
+    settings: Settings, dlq_topic: str, records: list[Record], selection: Selection, *, dry_run: bool
+) -> ReplayReport:
+    report = ReplayReport()
+    seen: set[tuple[str, int, int]] = set()
+    producer = None if dry_run else raw_producer(settings)
+    if producer is not None:
+        await producer.start()
+    try:
+        for record in records:
+            info = DeadLetterInfo.of(record)
+            if info is None:
+                report.not_dead_letters += 1
+                continue
+            if not selection.matches(record, info):
+                report.not_selected += 1
+                continue
+            original = (info.topic, info.partition, info.offset)
+            if original in seen:
+                report.duplicates += 1
+                continue
+            seen.add(original)
+            if producer is not None:
+                origin = f"{dlq_topic}/{record.partition}/{record.offset}".encode()
+                headers = [*without_dlq_headers(record.headers), (H_REPLAYED_FROM, origin)]
+                await producer.send_and_wait(info.topic, record.value, key=record.key, headers=headers)
+            codes = tuple(sorted({reason.code for reason in info.reasons}))
+            report.replayed.append(Entry((record.partition, record.offset), original, record.key, codes))
+    finally:
+        if producer is not None:
+            await producer.stop()
+    return report

@@ -1,0 +1,116 @@
+"""Legacy systems' asynchronous replies from `legacy.<system>.replies`, delivered as signals.
+
+A reply's correlation id is the idempotency key its request carried; it names the bundle (the
+workflow id) and the step. The reply is signalled only to a bundle that is still running;
+anything else goes to the legacy replies DLQ. A crash between the signal and the commit
+delivers the reply again: the workflow's handler ignores a reply it already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from infra.streams.decoding import Unreadable, read_json_object, reason, validation_reasons
+from infra.streams.dlq import DeadLetters
+from infra.streams.models import LegacyReplyMessage
+from infra.streams.records import Record
+from infra.streams.retry import until_done
+from workflows.models import SIGNAL_LEGACY_REPLY, LegacyReply
+from workflows.names import legacy_replies_topic, parse_idempotency_key
+
+log = structlog.get_logger("tellonce.streams")
+
+
+def reply_topics(systems: Iterable[str]) -> dict[str, str]:
+    """System id by replies topic."""
+    return {legacy_replies_topic(system): system for system in sorted(systems)}
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+_NO_OPEN_BUNDLE = "No running bundle has this correlation id."
+
+
+def read_reply(record: Record) -> tuple[LegacyReplyMessage, str]:
+    """The reply and the workflow id its correlation id names.
+
+    Raises:
+        Unreadable: malformed record, invalid reply, or a correlation id tellonce never made.
+    """
+    data = read_json_object(record.value)
+    try:
+        reply = LegacyReplyMessage.model_validate(data)
+    except ValidationError as exc:
+        raise Unreadable(validation_reasons(exc, "reply_invalid")) from None
+    parsed = parse_idempotency_key(reply.correlation_id)
+    if parsed is None:
+        raise Unreadable(
+            [reason("bad_correlation_id", "Not a correlation id tellonce issued.", "correlation_id")]
+        )
+    return reply, parsed[0]
+
+
+class ReplyConsumer:
+    """Signals each reply to its bundle, or dead-letters it."""
+
+    def __init__(
+        self, client: Client, dead_letters: DeadLetters, systems_by_topic: dict[str, str], dlq_topic: str
+    ) -> None:
+        self.client = client
+        self.dead_letters = dead_letters
+        self.systems_by_topic = systems_by_topic
+        self.dlq_topic = dlq_topic
+
+    async def handle(self, record: Record) -> None:
+        """Deliver one reply, or dead-letter it; return once either is durable."""
+        try:
+            reply, workflow_id = read_reply(record)
+            await self.deliver(record, reply, workflow_id)
+        except Unreadable as exc:
+            await self.dead_letters.send(record, exc.reasons, self.dlq_topic)
+
+    async def deliver(self, record: Record, reply: LegacyReplyMessage, workflow_id: str) -> None:
+        """Signal the reply to its running bundle.
+
+        Raises:
+            Unreadable: `no_open_bundle` when no such bundle runs.
+        """
+        system = self.systems_by_topic.get(record.topic, record.topic)
+        handle = self.client.get_workflow_handle(workflow_id)
+        where: dict[str, Any] = {**record.where, "tracking_id": workflow_id, "system": system}
+        try:
+            described = await until_done(
+                handle.describe, what="describe_bundle", permanent=_not_found, where=where
+            )
+        except RPCError:
+            raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")]) from None
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")])
+        signal = LegacyReply(
+            correlation_id=reply.correlation_id,
+            system=system,
+            outcome=reply.outcome,
+            reference=reply.reference,
+            code=reply.code,
+            message=reply.message,
+            received_at=datetime.now(UTC),
+        )
+
+        async def attempt() -> None:
+            await handle.signal(SIGNAL_LEGACY_REPLY, signal)
+
+        try:
+            await until_done(attempt, what="signal_reply", permanent=_not_found, where=where)
+        except RPCError:
+            # It closed between describe and signal.
+            raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")]) from None
+        log.info("streams.reply_delivered", outcome=reply.outcome, **where)
