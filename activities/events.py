@@ -16,8 +16,8 @@ from typing import Any, Final, Protocol
 import structlog
 
 # aiokafka ships neither type hints nor stubs; what this module uses of it is typed at the boundary.
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.exceptions import BaseCloudEventException

@@ -63,13 +63,13 @@ def security(settings: Settings) -> BaseSecurity | None:
 def kafka_broker(settings: Settings, **options: Any) -> KafkaBroker:
     """A FastStream broker for the configured cluster.
 
-    Its producer is idempotent (which implies `acks=all`), so a retried send never writes a
-    message twice within a producer session.
+    Its producer is idempotent (which implies `acks=all`) unless the settings turn that off for a
+    broker that refuses it, so a retried send never writes a message twice within a session.
     """
     return KafkaBroker(
         bootstrap_servers=bootstrap_servers(settings),
         client_id=settings.kafka_client_id,
         security=security(settings),
-        enable_idempotence=True,
+        enable_idempotence=settings.kafka_idempotent_producer,
         **options,
     )

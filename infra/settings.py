@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_client_id: str = "tellonce"
+    kafka_idempotent_producer: bool = Field(
+        default=True,
+        description=(
+            "Idempotent producers (acks=all, no duplicates from a producer's own retries). The "
+            "embedded Tansu broker refuses them, so `tellonce dev` and the tests turn this off."
+        ),
+    )
     kafka_consumer_group: str = "tellonce-streams"
     kafka_topic_submissions: str = TOPIC_SUBMISSIONS
     kafka_topic_submissions_dlq: str = TOPIC_SUBMISSIONS_DLQ

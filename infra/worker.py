@@ -11,11 +11,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
+from activities.notices import NoticeActivities
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
 from adapters.sdk import Adapter
 from infra.settings import Settings
 from infra.temporal import connect
+from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
 from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue
 
@@ -30,18 +32,29 @@ def build_workers(
     max_concurrent_activities: int = 200,
     max_concurrent_workflow_tasks: int = 200,
     event_publisher: EventPublisher | None = None,
+    correlation_secret: bytes,
+    upsert_search_attributes: bool = True,
 ) -> list[Worker]:
     """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
 
+    The bundle worker also runs the birth-notice matchers and their activities, keyed with the
+    `correlation_secret` (`upsert_search_attributes` is off only on the time-skipping server).
     With an `event_publisher`, one more worker publishes status events on the events queue, apart
     from the legacy calls: a broker outage then holds only event slots, never a system's.
     """
     activities = BundleActivities(adapters)
+    notices = NoticeActivities(
+        client,
+        secret=correlation_secret,
+        task_queue_prefix=task_queue_prefix,
+        upsert_search_attributes=upsert_search_attributes,
+    )
     workers = [
         Worker(
             client,
             task_queue=bundle_task_queue(task_queue_prefix),
-            workflows=[BundleWorkflow],
+            workflows=[BundleWorkflow, BirthNoticeMatchWorkflow],
+            activities=[notices.offer_birth_statement, notices.report_unmatched_notice],
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         )
     ]
@@ -70,10 +83,9 @@ async def run_worker(settings: Settings) -> None:
     """Run every worker until cancelled, then close the adapters' and the event producer's connections."""
     client = await connect(settings)
     adapters = build_adapters(settings.sandbox_base_url)
-    # Only production brokers are known to accept idempotent producers; the embedded Tansu refuses
-    # them (see KafkaEventPublisher). Consumers de-duplicate by event id either way.
+    # Consumers de-duplicate by event id either way; idempotence only spares them the work.
     publisher = (
-        KafkaEventPublisher(settings, idempotent=settings.environment == "production")
+        KafkaEventPublisher(settings, idempotent=settings.kafka_idempotent_producer)
         if settings.events_enabled
         else None
     )
@@ -81,6 +93,7 @@ async def run_worker(settings: Settings) -> None:
         client,
         adapters,
         task_queue_prefix=settings.task_queue_prefix,
+        correlation_secret=settings.correlation_secret.get_secret_value().encode(),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         event_publisher=publisher,

@@ -94,6 +94,24 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture
+async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own.
+
+    For tests that leave workflows running on purpose (a birth-notice matcher lingers after a
+    match): once their workers are gone, a timer of theirs that fires during a later test's time
+    skip leaves a workflow task nobody takes, and the shared server then stops skipping time.
+    """
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=DATA_CONVERTER,
+        test_server_existing_path=binary("temporal-test-server"),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 @pytest.fixture(scope="session")
 def sandbox_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The legacy sandbox, a separate process, on a free port."""

@@ -494,20 +494,24 @@ class BundleWorkflow:
 
     async def _offer_statement(self, run: _StepRun) -> OfferResult:
         """Hand the statement to the matcher of its facts (which may already hold the notice)."""
-        offer: OfferResult = await workflow.execute_activity(
-            OFFER_BIRTH_STATEMENT,
-            StatementOfferCall(
-                bundle_workflow_id=workflow.info().workflow_id,
-                step_id=run.step.id,
-                payload=run.payload,
-                wait=run.step.await_within,
-            ),
-            task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=INTERNAL_RETRY,
-            result_type=OfferResult,
-            summary=f"{run.step.id} statement to the notice matcher",
-        )
+        try:
+            offer: OfferResult = await workflow.execute_activity(
+                OFFER_BIRTH_STATEMENT,
+                StatementOfferCall(
+                    bundle_workflow_id=workflow.info().workflow_id,
+                    step_id=run.step.id,
+                    payload=run.payload,
+                    wait=run.step.await_within,
+                ),
+                task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=INTERNAL_RETRY,
+                result_type=OfferResult,
+                summary=f"{run.step.id} statement to the notice matcher",
+            )
+        except ActivityError:
+            # Only a statement the matcher cannot read fails for good; a person pairs it instead.
+            offer = OfferResult(match_workflow_id=None, reason="statement_unreadable")
         if run.match_workflow_id not in (None, offer.match_workflow_id):
             # Amended facts moved the statement to another matcher: the old one must forget it.
             await self._withdraw_statement(run)

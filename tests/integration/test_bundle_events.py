@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 # aiokafka ships no type hints; the consumer here only reads keys, values, headers and offsets.
-from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import WorkflowHandle
@@ -38,7 +38,7 @@ from adapters.sdk import TransientError
 from infra.settings import Settings
 from infra.worker import build_workers
 from tests.conftest import free_port, wait_tcp
-from tests.workflow.support import new_prefix, plan, scripted_adapters, start_bundle
+from tests.workflow.support import TEST_CORRELATION_SECRET, new_prefix, plan, scripted_adapters, start_bundle
 from workflows.models import (
     BUNDLE_STATE_CHANGED,
     EVENT_SOURCE_PREFIX,
@@ -233,7 +233,11 @@ async def test_a_bundle_publishes_every_change_through_the_real_worker(
     try:
         async with AsyncExitStack() as stack:
             for worker in build_workers(
-                dev_env.client, adapters, task_queue_prefix=prefix, event_publisher=publisher
+                dev_env.client,
+                adapters,
+                task_queue_prefix=prefix,
+                event_publisher=publisher,
+                correlation_secret=TEST_CORRELATION_SECRET,
             ):
                 await stack.enter_async_context(worker)
             handle = await start_bundle(dev_env.client, plan(), prefix)
@@ -409,7 +413,13 @@ async def test_events_held_back_by_an_outage_arrive_after_it_without_blocking_th
     )
     events_workers = [
         w
-        for w in build_workers(dev_env.client, {}, task_queue_prefix=prefix, event_publisher=publisher)
+        for w in build_workers(
+            dev_env.client,
+            {},
+            task_queue_prefix=prefix,
+            event_publisher=publisher,
+            correlation_secret=TEST_CORRELATION_SECRET,
+        )
         if w.task_queue == events_task_queue(prefix)
     ]
     assert len(events_workers) == 1, "build_workers runs the publish activity on the events queue"

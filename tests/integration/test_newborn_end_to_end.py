@@ -22,11 +22,15 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities.events import KafkaEventPublisher, decode_event
+from activities.notices import deliver_notice
 from adapters.registry import KNOWN_ADAPTERS, build_adapters
 from bundles.catalogue import Catalogue
+from bundles.notices import BirthNotice
 from infra.api import create_app
 from infra.intake import Intake
 from infra.sandbox.client import SandboxAdmin
@@ -34,7 +38,7 @@ from infra.settings import Settings
 from infra.worker import build_workers
 from tests.workflow.support import assert_replays
 from workflows.bundle import BundleWorkflow
-from workflows.models import DecisionAction, StepDecision
+from workflows.models import BundleEvent, DecisionAction, StepDecision
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +62,23 @@ class Stack:
     prefix: str
     settings: Settings
 
-    async def submit(self, submission: dict[str, Any], **headers: str) -> dict[str, Any]:
+    async def submit(
+        self,
+        submission: dict[str, Any],
+        *,
+        hospital_notice: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Submit through the API; the hospital's matching notice follows unless told otherwise."""
         response = await self.api.post(
             "/api/v1/bundles/newborn-on/submissions", json=submission, headers=headers
         )
         assert response.status_code == 202, response.text
         answer: dict[str, Any] = response.json()
+        if hospital_notice:
+            await deliver_notice(
+                self.client, notice_for(submission, answer["tracking_id"]), settings=self.settings
+            )
         return answer
 
     async def status(self, accepted: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +117,29 @@ async def wait_visible(client: Client, query: str, budget: float = 20) -> None:
         await asyncio.sleep(0.25)
 
 
+def notice_for(submission: dict[str, Any], tracking_id: str) -> BirthNotice:
+    """The Notice of Live Birth a hospital would send for this statement's birth."""
+    child, parent = submission["child"], submission["birth_parent"]
+    return BirthNotice.model_validate(
+        {
+            "schema": "tellonce.birth-notice/v1",
+            "notice_id": f"NLB-{tracking_id[:8].upper()}",
+            "facility": {"kind": "hospital", "id": "3910", "name": child["place_of_birth"]["facility_name"]},
+            "issued_at": f"{child['date_of_birth']}T12:00:00-05:00",
+            "child": {
+                "date_of_birth": child["date_of_birth"],
+                "time_of_birth": child["time_of_birth"],
+                "sex": child["sex"],
+                "plurality": child["plurality"],
+            },
+            "birth_parent": {
+                "health_number": parent["health_number"],
+                "date_of_birth": parent["date_of_birth"],
+            },
+        }
+    )
+
+
 def steps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in status["steps"]}
 
@@ -112,7 +150,7 @@ def step_states(status: dict[str, Any]) -> dict[str, str]:
 
 @asynccontextmanager
 async def stack_for(
-    env: WorkflowEnvironment, sandbox_url: str, *, workers: bool = True
+    env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, *, workers: bool = True
 ) -> AsyncIterator[Stack]:
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     settings = Settings(
@@ -120,13 +158,25 @@ async def stack_for(
         temporal_namespace=env.client.namespace,
         task_queue_prefix=prefix,
         sandbox_url=sandbox_url,
+        kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+        kafka_idempotent_producer=False,
+        # Matchers are found by a digest of the facts; every test reuses the examples' facts.
+        correlation_secret=prefix,
     )
     intake = Intake(env.client, Catalogue.load(known_adapters=KNOWN_ADAPTERS), settings)
     app = create_app(settings, intake=intake)
     async with AsyncExitStack() as stack:
         if workers:
             adapters = build_adapters(sandbox_url)
-            for worker in build_workers(env.client, adapters, task_queue_prefix=prefix):
+            publisher = KafkaEventPublisher(settings, idempotent=False)
+            stack.push_async_callback(publisher.close)
+            for worker in build_workers(
+                env.client,
+                adapters,
+                task_queue_prefix=prefix,
+                event_publisher=publisher,
+                correlation_secret=prefix.encode(),
+            ):
                 await stack.enter_async_context(worker)
         api = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tellonce.test")
@@ -140,8 +190,8 @@ async def stack_for(
 
 
 @pytest.fixture
-async def stack(dev_env: WorkflowEnvironment, sandbox_url: str) -> AsyncIterator[Stack]:
-    async with stack_for(dev_env, sandbox_url) as s:
+async def stack(dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int) -> AsyncIterator[Stack]:
+    async with stack_for(dev_env, sandbox_url, kafka_port) as s:
         yield s
 
 
@@ -378,12 +428,12 @@ async def test_same_submission_twice_is_one_bundle(stack: Stack) -> None:
     submission = example("complete")
     key = f"test-{uuid.uuid4()}"
     first, second = await asyncio.gather(
-        stack.submit(submission, **{"Idempotency-Key": key}),
-        stack.submit(submission, **{"Idempotency-Key": key}),
+        stack.submit(submission, headers={"Idempotency-Key": key}),
+        stack.submit(submission, headers={"Idempotency-Key": key}),
     )
     assert first == second
     await stack.final(first)
-    after_completion = await stack.submit(submission, **{"Idempotency-Key": key})
+    after_completion = await stack.submit(submission, headers={"Idempotency-Key": key})
     assert after_completion == first
 
     other = copy.deepcopy(submission)
@@ -459,9 +509,9 @@ def assert_logs_free_of_personal_data(logs: list[Path], submission: dict[str, An
 
 
 async def test_worker_killed_mid_bundle_completes_without_duplicates(
-    dev_env: WorkflowEnvironment, sandbox_url: str, tmp_path: Path
+    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, tmp_path: Path
 ) -> None:
-    async with stack_for(dev_env, sandbox_url, workers=False) as stack:
+    async with stack_for(dev_env, sandbox_url, kafka_port, workers=False) as stack:
         env = {
             **os.environ,
             "TELLONCE_ENVIRONMENT": "test",
@@ -469,6 +519,9 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
             "TELLONCE_TEMPORAL_NAMESPACE": dev_env.client.namespace,
             "TELLONCE_TASK_QUEUE_PREFIX": stack.prefix,
             "TELLONCE_SANDBOX_URL": sandbox_url,
+            "TELLONCE_KAFKA_BOOTSTRAP": stack.settings.kafka_target,
+            "TELLONCE_KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "TELLONCE_CORRELATION_SECRET": stack.prefix,
             "TELLONCE_LOG_FORMAT": "json",
         }
 
@@ -526,3 +579,48 @@ async def test_malformed_and_oversized_bodies_are_refused(stack: Stack) -> None:
     big = await stack.api.post(url, content=chunks(), headers={"content-type": "application/json"})
     assert big.status_code == 413
     assert big.json()["detail"]["fr"]
+
+
+async def bundle_events(settings: Settings, tracking_id: str, until_state: str) -> list[BundleEvent]:
+    """This bundle's events from the topic, as a consumer sees them (read from the beginning)."""
+    consumer = AIOKafkaConsumer(
+        settings.kafka_topic_bundle_events,
+        bootstrap_servers=settings.kafka_target,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    events: list[BundleEvent] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any(
+                e.data.bundle_state.value == until_state and e.data.step_id is None for e in events
+            ):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    events += [decode_event(r) for r in records if r.key == tracking_id.encode()]
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def test_status_events_arrive_in_order_and_agree_with_the_final_status(stack: Stack) -> None:
+    accepted = await stack.submit(example("complete"))
+    status = await stack.final(accepted)
+    events = await bundle_events(stack.settings, accepted["tracking_id"], status["state"])
+
+    # At-least-once: a consumer drops repeats by id; what is left is numbered 1..n without gaps.
+    unique = list({e.id: e for e in events}.values())
+    assert [e.data.sequence for e in unique] == list(range(1, len(unique) + 1))
+    assert unique[-1].data.bundle_state.value == status["state"] == "completed"
+    last_per_step = {e.data.step_id: e for e in unique if e.data.step_id}
+    for step_status in status["steps"]:
+        event = last_per_step[step_status["id"]]
+        assert event.data.step_state is not None
+        assert (event.data.step_state.value, event.data.reference) == (
+            step_status["state"],
+            step_status["reference"],
+        )
+    registration = [e.data.step_state for e in unique if e.data.step_id == "birth_registration"]
+    assert [s.value for s in registration if s is not None] == ["pending", "waiting_reply", "running", "done"]
+    published = json.dumps([e.data.model_dump(mode="json") for e in unique], ensure_ascii=False)
+    assert not [v for v in personal_values(example("complete")) if v in published]

@@ -229,14 +229,33 @@ class EventLog:
         return [e for b in self.batches if b.tracking_id == tracking_id for e in b.events]
 
 
+TEST_CORRELATION_SECRET = b"tests-only-correlation-secret"
+
+
 @asynccontextmanager
 async def running_workers(
-    client: Client, adapters: dict[str, Any], prefix: str, *, events: EventLog | None = None
+    client: Client,
+    adapters: dict[str, Any],
+    prefix: str,
+    *,
+    events: EventLog | None = None,
+    search_attributes: bool = False,
+    correlation_secret: bytes = TEST_CORRELATION_SECRET,
 ) -> AsyncIterator[EventLog]:
-    """The production workers for a task-queue prefix, plus a recording event publisher."""
+    """The production workers for a task-queue prefix, plus a recording event publisher.
+
+    Tests that match birth notices pass a secret of their own: matchers are found by a digest of
+    the facts, so two tests with the same example facts would otherwise share one.
+    """
     events = events or EventLog()
     async with AsyncExitStack() as stack:
-        for worker in build_workers(client, adapters, task_queue_prefix=prefix):
+        for worker in build_workers(
+            client,
+            adapters,
+            task_queue_prefix=prefix,
+            correlation_secret=correlation_secret,
+            upsert_search_attributes=search_attributes,
+        ):
             await stack.enter_async_context(worker)
         await stack.enter_async_context(
             Worker(client, task_queue=events_task_queue(prefix), activities=[events.publish])
