@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,11 @@ from stdnum import luhn
 from structlog.testing import capture_logs
 from temporalio import workflow
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -245,10 +250,22 @@ async def harness(env: WorkflowEnvironment) -> AsyncIterator[Harness]:
             yield h
         finally:
             # The test server shares one clock: a workflow left with a timer and no worker would
-            # stop every later test's skip. End whatever is still running.
+            # stop every later test's skip. End whatever is still running, each once it is idle:
+            # terminated mid workflow task, it keeps the test server's clock locked.
             for workflow_id in h.started:
+                handle = env.client.get_workflow_handle(workflow_id)
                 with contextlib.suppress(RPCError):
-                    await env.client.get_workflow_handle(workflow_id).terminate()
+                    await eventually(functools.partial(idle, handle), bool)
+                    await handle.terminate()
+
+
+async def idle(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Closed, or open with no workflow task scheduled or running since the last one completed."""
+    if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+        return True
+    kinds = [e.WhichOneof("attributes") for e in (await handle.fetch_history()).events]
+    last_done = max(i for i, kind in enumerate(kinds) if kind == "workflow_task_completed_event_attributes")
+    return not any(kind.startswith("workflow_task_") for kind in kinds[last_done + 1 :] if kind)
 
 
 async def eventually(
@@ -283,9 +300,9 @@ async def assert_replays(h: Harness, workflow_id: str) -> None:
 # ---------------------------------------------------------------------- tests
 
 
-async def test_notice_first_then_statement_matches(time_env: WorkflowEnvironment) -> None:
+async def test_notice_first_then_statement_matches(own_time_env: WorkflowEnvironment) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         matcher_id = await h.deliver(notice(hn))
         assert matcher_id.startswith(BIRTH_NOTICE_WORKFLOW_PREFIX)
         assert hn not in matcher_id
@@ -307,9 +324,9 @@ async def test_notice_first_then_statement_matches(time_env: WorkflowEnvironment
         await assert_replays(h, matcher_id)
 
 
-async def test_statement_first_then_notice_matches(time_env: WorkflowEnvironment) -> None:
+async def test_statement_first_then_notice_matches(own_time_env: WorkflowEnvironment) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         bundle = await h.bundle(statement(hn))
         matcher_id = await h.matcher_of(bundle)
         waiting = await state(h, matcher_id, lambda s: len(s.open_statements) == 1)
@@ -321,10 +338,10 @@ async def test_statement_first_then_notice_matches(time_env: WorkflowEnvironment
 
 
 async def test_conflict_names_the_facts_then_a_corrected_notice_matches(
-    time_env: WorkflowEnvironment,
+    own_time_env: WorkflowEnvironment,
 ) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         bundle = await h.bundle(statement(hn))
         matcher_id = await h.matcher_of(bundle)
         # Sex differs; 10 minutes apart is within the tolerance; the facility names the same place.
@@ -352,10 +369,10 @@ async def test_conflict_names_the_facts_then_a_corrected_notice_matches(
 
 
 async def test_duplicate_notice_is_ignored_and_a_retried_offer_hears_matched_again(
-    time_env: WorkflowEnvironment,
+    own_time_env: WorkflowEnvironment,
 ) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         matcher_id = await h.deliver(notice(hn))
         await h.deliver(notice(hn))
         dup = await state(h, matcher_id, lambda s: s.notices_seen >= 1)
@@ -374,9 +391,9 @@ async def test_duplicate_notice_is_ignored_and_a_retried_offer_hears_matched_aga
         assert not [e for e in logs if e["event"] == "birth_notice.needs_attention"]
 
 
-async def test_twins_pair_by_birth_order_and_wait_for_both_notices(time_env: WorkflowEnvironment) -> None:
+async def test_twins_pair_by_birth_order_and_wait_for_both_notices(own_time_env: WorkflowEnvironment) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         first = await h.bundle(statement(hn, plurality=2, birth_order=1, time_of_birth="04:32:00"))
         matcher_id = await h.matcher_of(first)
         # Only the second twin's notice so far: it differs from the first twin's statement, but a
@@ -398,16 +415,16 @@ async def test_twins_pair_by_birth_order_and_wait_for_both_notices(time_env: Wor
 
 
 async def test_notice_without_statement_is_reported_then_kept_until_the_final_limit(
-    time_env: WorkflowEnvironment,
+    own_time_env: WorkflowEnvironment,
 ) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         with capture_logs() as logs:
             matcher_id = await h.deliver(notice(hn))
             early = await state(h, matcher_id, lambda s: s.notices_seen == 1)
             assert early.state == "in_progress" and not early.open_notices[0].reported
 
-            await time_env.sleep(timedelta(days=31))
+            await own_time_env.sleep(timedelta(days=31))
             reported = await state(h, matcher_id, lambda s: s.state == "needs_attention")
             assert reported.open_notices[0].reported
             await eventually(
@@ -435,11 +452,11 @@ async def test_notice_without_statement_is_reported_then_kept_until_the_final_li
         await assert_replays(h, matcher_id)
 
 
-async def test_late_statement_still_matches_a_reported_notice(time_env: WorkflowEnvironment) -> None:
+async def test_late_statement_still_matches_a_reported_notice(own_time_env: WorkflowEnvironment) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         matcher_id = await h.deliver(notice(hn))
-        await time_env.sleep(timedelta(days=45))
+        await own_time_env.sleep(timedelta(days=45))
         await state(h, matcher_id, lambda s: s.state == "needs_attention")
         bundle = await h.bundle(statement(hn))
         [result] = await results(bundle, 1)
@@ -448,9 +465,11 @@ async def test_late_statement_still_matches_a_reported_notice(time_env: Workflow
         assert back.state in ("in_progress", "completed")
 
 
-async def test_withdrawn_statement_is_not_told_about_a_later_notice(time_env: WorkflowEnvironment) -> None:
+async def test_withdrawn_statement_is_not_told_about_a_later_notice(
+    own_time_env: WorkflowEnvironment,
+) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         bundle = await h.bundle(statement(hn))
         matcher_id = await h.matcher_of(bundle)
         await bundle.signal(StandInBundle.withdraw)
@@ -463,9 +482,9 @@ async def test_withdrawn_statement_is_not_told_about_a_later_notice(time_env: Wo
         assert await bundle.query(StandInBundle.results) == []
 
 
-async def test_withdrawn_statement_alone_lets_the_matcher_finish(time_env: WorkflowEnvironment) -> None:
+async def test_withdrawn_statement_alone_lets_the_matcher_finish(own_time_env: WorkflowEnvironment) -> None:
     hn = health_number()
-    async with harness(time_env) as h:
+    async with harness(own_time_env) as h:
         bundle = await h.bundle(statement(hn))
         matcher_id = await h.matcher_of(bundle)
         await bundle.signal(StandInBundle.withdraw)
@@ -473,8 +492,10 @@ async def test_withdrawn_statement_alone_lets_the_matcher_finish(time_env: Workf
         assert final.state == "completed" and not final.matched and not final.open_statements
 
 
-async def test_notice_without_health_number_goes_to_operations_at_once(time_env: WorkflowEnvironment) -> None:
-    async with harness(time_env) as h:
+async def test_notice_without_health_number_goes_to_operations_at_once(
+    own_time_env: WorkflowEnvironment,
+) -> None:
+    async with harness(own_time_env) as h:
         with capture_logs() as logs:
             matcher_id = await h.deliver(notice(None))
             shown = await state(h, matcher_id, lambda s: s.state == "needs_attention")
