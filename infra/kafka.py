@@ -70,6 +70,6 @@ def kafka_broker(settings: Settings, **options: Any) -> KafkaBroker:
         bootstrap_servers=bootstrap_servers(settings),
         client_id=settings.kafka_client_id,
         security=security(settings),
-        enable_idempotence=settings.kafka_idempotent_producer,
+        enable_idempotence=settings.idempotent_producer,
         **options,
     )

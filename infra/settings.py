@@ -59,11 +59,11 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_client_id: str = "tellonce"
-    kafka_idempotent_producer: bool = Field(
-        default=True,
+    kafka_idempotent_producer: bool | None = Field(
+        default=None,
         description=(
-            "Idempotent producers (acks=all, no duplicates from a producer's own retries). The "
-            "embedded Tansu broker refuses them, so `tellonce dev` and the tests turn this off."
+            "Idempotent producers (acks=all, no duplicates from a producer's own retries); unset "
+            "means on in production only, because the embedded Tansu broker refuses them."
         ),
     )
     kafka_consumer_group: str = "tellonce-streams"
@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     def kafka_target(self) -> str:
         """host:port of the Kafka bootstrap server."""
         return self.kafka_bootstrap or f"{self.host}:{self.port('kafka')}"
+
+    @cached_property
+    def idempotent_producer(self) -> bool:
+        """Whether Kafka producers ask for idempotence (see `kafka_idempotent_producer`)."""
+        if self.kafka_idempotent_producer is not None:
+            return self.kafka_idempotent_producer
+        return self.environment == "production"
 
     @cached_property
     def sandbox_base_url(self) -> str:

@@ -85,7 +85,7 @@ async def run_worker(settings: Settings) -> None:
     adapters = build_adapters(settings.sandbox_base_url)
     # Consumers de-duplicate by event id either way; idempotence only spares them the work.
     publisher = (
-        KafkaEventPublisher(settings, idempotent=settings.kafka_idempotent_producer)
+        KafkaEventPublisher(settings, idempotent=settings.idempotent_producer)
         if settings.events_enabled
         else None
     )
