@@ -100,6 +100,10 @@ INTERNAL_RETRY = RetryPolicy(
 )
 """tellonce's own activities (no legacy system involved) are retried until they succeed."""
 
+STATEMENT_HELD_FOR = timedelta(days=365)
+"""How long the matcher keeps a statement: past `await_within` the step parks but still listens,
+so a late notice matches, up to the year within which Ontario registers a birth online."""
+
 CALL_TIMEOUT_MARGIN = timedelta(seconds=5)
 """The adapter times its own call out first, so its error is classified rather than cut off."""
 
@@ -501,7 +505,7 @@ class BundleWorkflow:
                     bundle_workflow_id=workflow.info().workflow_id,
                     step_id=run.step.id,
                     payload=run.payload,
-                    wait=run.step.await_within,
+                    wait=STATEMENT_HELD_FOR,
                 ),
                 task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
                 start_to_close_timeout=timedelta(seconds=30),

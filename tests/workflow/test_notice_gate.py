@@ -199,3 +199,23 @@ async def test_a_statement_without_a_health_number_goes_to_an_operator_at_once(
     assert final.state is BundleState.FAILED
     assert step(final, "birth_certificate").state is StepState.COMPENSATED
     assert not registration_submits(systems)
+
+
+async def test_a_notice_arriving_after_the_deadline_still_releases_the_parked_registration(
+    own_time_env: WorkflowEnvironment,
+) -> None:
+    systems, prefix = adapters(), new_prefix()
+    async with running_workers(own_time_env.client, systems, prefix, correlation_secret=prefix.encode()):
+        handle = await start_bundle(own_time_env.client, newborn_plan(), prefix)
+        await wait_for(
+            handle,
+            lambda s: step(s, REGISTRATION).state is StepState.NEEDS_ATTENTION,
+            skip=(own_time_env, timedelta(days=5)),
+            timeout=30,
+        )
+        await send_notice(own_time_env, prefix, notice())
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    assert final.actions == []
+    assert registration_submits(systems)[0].fields["birth_notice"] == {"notice_id": "NLB-2026-0001234"}
