@@ -31,12 +31,14 @@ from temporalio.client import Client
 
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
+from bundles.notices import BirthNotice
 from infra.intake import Intake
 from infra.kafka import kafka_broker
 from infra.settings import Settings
 from infra.streams.batches import consume_batch
 from infra.streams.dlq import DeadLetters, raw_producer
 from infra.streams.models import DeadLetter, LegacyReplyMessage, SubmissionEnvelope
+from infra.streams.notices import NoticeConsumer
 from infra.streams.records import no_body, tolerant_batch_parser
 from infra.streams.replies import ReplyConsumer, reply_topics
 from infra.streams.retry import until_done
@@ -91,6 +93,7 @@ class Streams:
         self.producer: AIOKafkaProducer | None = None
         self.submissions: SubmissionConsumer | None = None
         self.replies: ReplyConsumer | None = None
+        self.notices: NoticeConsumer | None = None
         self.connected = False
         self.reply_topics = reply_topics(reply_systems(settings))
         # Consumer-only: no admin client (topics are provisioned, see `infra.streams.topics`) and
@@ -137,7 +140,11 @@ class Streams:
             assert self.replies is not None, "streams is not connected"
             await consume_batch(message, self.replies.handle, concurrency=self.concurrency, what="replies")
 
-        self.broker.subscriber(
+        async def birth_notices(notices: list[BirthNotice], message: KafkaMessage) -> None:
+            assert self.notices is not None, "streams is not connected"
+            await consume_batch(message, self.notices.handle, concurrency=self.concurrency, what="notices")
+
+        self.submissions_subscriber = self.broker.subscriber(
             settings.kafka_topic_submissions,
             title=settings.kafka_topic_submissions,
             description="Partner submissions: one envelope per record, key = submission id. "
@@ -151,12 +158,21 @@ class Streams:
             f"Unmatched or malformed replies go to {settings.kafka_topic_legacy_replies_dlq}.",
             **self._batch_options(".legacy-replies"),
         )(legacy_replies)
+        self.broker.subscriber(
+            settings.kafka_topic_birth_notices,
+            title=settings.kafka_topic_birth_notices,
+            description="Notices of Live Birth from hospitals and midwives, each handed to the "
+            "workflow that pairs it with the parents' statement. Invalid notices go to "
+            f"{settings.kafka_topic_birth_notices_dlq}.",
+            **self._batch_options(".birth-notices"),
+        )(birth_notices)
 
     def _declare_publishers(self) -> None:
         settings = self.settings
         for topic, source in (
             (settings.kafka_topic_submissions_dlq, settings.kafka_topic_submissions),
             (settings.kafka_topic_legacy_replies_dlq, "legacy.<system>.replies"),
+            (settings.kafka_topic_birth_notices_dlq, settings.kafka_topic_birth_notices),
         ):
             self.broker.publisher(
                 topic,
@@ -191,11 +207,12 @@ class Streams:
         self.replies = ReplyConsumer(
             self.client, dead_letters, self.reply_topics, settings.kafka_topic_legacy_replies_dlq
         )
+        self.notices = NoticeConsumer(self.client, dead_letters, settings)
         self.connected = True
         log.info(
             "streams.connected",
             group=settings.kafka_consumer_group,
-            topics=[settings.kafka_topic_submissions, *self.reply_topics],
+            topics=[settings.kafka_topic_submissions, settings.kafka_topic_birth_notices, *self.reply_topics],
         )
 
     async def _start_producer(self) -> AIOKafkaProducer:
@@ -240,6 +257,11 @@ class Streams:
             yield self
         finally:
             await self.stop()
+
+    def submissions_assigned(self) -> bool:
+        """The submissions consumer has joined its group and holds partitions."""
+        consumer = self.submissions_subscriber.consumer
+        return consumer is not None and bool(consumer.assignment())
 
     def healthy(self) -> bool:
         """Connected, and every subscriber consuming."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream.kafka.security import parse_security
@@ -17,8 +16,6 @@ from adapters.registry import KNOWN_ADAPTERS
 from infra.kafka import bootstrap_servers, security
 from infra.settings import Settings
 from workflows.names import legacy_replies_topic, legacy_requests_topic
-
-log = structlog.get_logger("tellonce.streams")
 
 
 def reply_systems(settings: Settings) -> list[str]:
@@ -71,7 +68,6 @@ async def ensure_topics(settings: Settings, systems: Iterable[str] | None = None
                 created.append(topic)
             elif not issubclass(for_code(code), TopicAlreadyExistsError):  # created meanwhile by another
                 raise for_code(code)(f"cannot create topic {topic}")
-        log.info("streams.topics_created", topics=created)
         return created
     finally:
         await admin.close()
