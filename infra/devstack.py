@@ -1,7 +1,8 @@
 """`tellonce dev`: the whole stack on embedded defaults, as child processes of one launcher.
 
-Temporal (SQLite file), Tansu (Kafka protocol), the legacy sandbox, the worker and the API
-start in dependency order; each logs to `<data_dir>/logs/<name>.log`. Ctrl-C stops them all.
+Temporal (SQLite file), Tansu (Kafka protocol, with every tellonce topic created), the legacy
+sandbox, the worker, the API and the Kafka streams role start in dependency order; each logs
+to `<data_dir>/logs/<name>.log`. Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -116,6 +117,22 @@ async def _tcp_open(host: str, port: int) -> bool:
     return True
 
 
+async def _kafka_ready(settings: Settings) -> bool:
+    """The broker answers and every tellonce topic exists (created now if missing)."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 - keeps `tellonce dev --help` light
+
+    from infra.streams.topics import ensure_topics  # noqa: PLC0415
+
+    host, _, port = settings.kafka_target.rpartition(":")
+    if not await _tcp_open(host, int(port)):
+        return False
+    try:
+        await asyncio.wait_for(ensure_topics(settings), timeout=10.0)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return True
+
+
 async def _http_ok(url: str) -> bool:
     try:
         async with httpx.AsyncClient(timeout=1.0) as client:
@@ -203,6 +220,7 @@ def services(settings: Settings) -> list[list[Service]]:
         temporal_args += ["--search-attribute", f"{key.name}={_SA_TYPE_NAMES[key.indexed_value_type]}"]
     kafka_url = f"tcp://{host}:{port('kafka')}"
     api_url = f"http://{host}:{port('api')}"
+    streams_url = f"http://{host}:{port('streams')}"
     sandbox_url = f"http://{host}:{port('sandbox')}"
     # Children read their settings from the environment, so each one sees the same stack.
     child_env = {
@@ -215,6 +233,8 @@ def services(settings: Settings) -> list[list[Service]]:
         "TELLONCE_KAFKA_BOOTSTRAP": f"{host}:{port('kafka')}",
         "TELLONCE_SANDBOX_URL": sandbox_url,
         "TELLONCE_API_URL": api_url,
+        # Tansu refuses InitProducerId, so producers in the dev stack are not idempotent.
+        "TELLONCE_KAFKA_IDEMPOTENT_PRODUCER": "false",
         "TELLONCE_LOG_FORMAT": "json",
     }
     tellonce = [sys.executable, "-m", "infra.cli"]
@@ -247,7 +267,7 @@ def services(settings: Settings) -> list[list[Service]]:
                     kafka_url,
                 ],
                 {"kafka": port("kafka")},
-                lambda: _tcp_open(host, port("kafka")),
+                lambda: _kafka_ready(settings),
                 [("kafka", f"{host}:{port('kafka')}")],
             ),
             Service(
@@ -270,10 +290,21 @@ def services(settings: Settings) -> list[list[Service]]:
                 child_env,
             ),
         ],
+        [
+            # After the worker: a partner's submissions start bundles that need it.
+            Service(
+                "streams",
+                [*tellonce, "streams"],
+                {"streams": port("streams")},
+                lambda: _http_ok(f"{streams_url}/health"),
+                [("streams", streams_url)],
+                child_env,
+            ),
+        ],
     ]
 
 
-ADDRESS_ORDER = ("portal", "api", "ops", "temporal-ui", "temporal", "kafka", "sandbox")
+ADDRESS_ORDER = ("portal", "api", "ops", "temporal-ui", "temporal", "kafka", "streams", "sandbox")
 """The order of the `name: address` lines (DESIGN.md contract)."""
 
 
