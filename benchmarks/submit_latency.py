@@ -7,7 +7,9 @@ each bundle's status until it is final, and reports throughput and latency perce
     python benchmarks/submit_latency.py --api http://127.0.0.1:23800 --bundles 1 --json
 
 It measures the whole path a resident sees (API, Temporal, worker, adapters, legacy sandbox),
-so run it against a `tellonce dev` stack with no injected faults. It exits with status 1 when
+so run it against a `tellonce dev` stack with no injected faults. Ontario registers a birth only
+once the hospital's notice matches, so right after each 202 the benchmark plays the hospital
+and publishes that notice to Kafka (`--kafka`); the streams process delivers it. It exits with status 1 when
 any bundle ends in a state other than `completed` (or never ends before `--timeout`), so a
 slow-but-broken run can never pass for a fast one. See docs/performance.md for figures.
 
@@ -28,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
+from stdnum import luhn
+
+from infra.notices_cli import hospital_notice
+from infra.settings import Settings
 
 BUNDLE_ID = "newborn-on"
 SUBMIT_PATH = f"/api/v1/bundles/{BUNDLE_ID}/submissions"
@@ -98,6 +105,10 @@ def submission_for(template: dict[str, Any], index: int) -> dict[str, Any]:
     # it must stay within the last 12 months and not in the future.
     minute = (index * 7 + 1) % 1440
     child["time_of_birth"] = f"{minute // 60:02d}:{minute % 60:02d}"
+    # Each birth parent gets a health number of her own, as in life: notices are matched to
+    # statements by it, and one shared number would make every bundle a twin of the others.
+    digits = f"{700000000 + index:09d}"
+    body["birth_parent"]["health_number"] = digits + luhn.calc_check_digit(digits)
     return body
 
 
@@ -116,6 +127,8 @@ async def run_one(
     run: BundleRun,
     limit: asyncio.Semaphore,
     *,
+    hospital: AIOKafkaProducer,
+    notices_topic: str,
     deadline: float,
     poll_interval: float,
 ) -> None:
@@ -138,6 +151,8 @@ async def run_one(
     accepted = response.json()
     run.tracking_id = accepted["tracking_id"]
     run.state = "submitted"
+    notice = hospital_notice(body, notice_id=f"NLB-BENCH-{run.index:06d}")
+    await hospital.send_and_wait(notices_topic, json.dumps(notice).encode(), key=notice["notice_id"].encode())
     headers = {"X-Access-Code": accepted["access_code"]}
     while time.monotonic() < deadline:
         try:
@@ -164,26 +179,40 @@ async def benchmark(
     bundles: int,
     concurrency: int,
     *,
+    kafka: str,
     give_up_after: float,
     poll_interval: float = POLL_INTERVAL,
 ) -> dict[str, Any]:
     """Run the benchmark and summarise it as one JSON-ready dict."""
+    settings = Settings(kafka_bootstrap=kafka)
     runs = [BundleRun(index) for index in range(bundles)]
     bodies = [submission_for(template, index) for index in range(bundles)]
     limit = asyncio.Semaphore(concurrency)
     # One connection per concurrent request, so the client never queues a submit behind
     # another and submit latency measures the server, not the client's pool.
     limits = httpx.Limits(max_connections=max(concurrency, bundles), max_keepalive_connections=bundles)
+    hospital = AIOKafkaProducer(bootstrap_servers=kafka, acks="all")
+    await hospital.start()
     async with httpx.AsyncClient(base_url=api, timeout=30.0, limits=limits) as client:
         started = time.monotonic()
         deadline = started + give_up_after
         await asyncio.gather(
             *(
-                run_one(client, body, run, limit, deadline=deadline, poll_interval=poll_interval)
+                run_one(
+                    client,
+                    body,
+                    run,
+                    limit,
+                    hospital=hospital,
+                    notices_topic=settings.kafka_topic_birth_notices,
+                    deadline=deadline,
+                    poll_interval=poll_interval,
+                )
                 for body, run in zip(bodies, runs, strict=True)
             )
         )
         ended = time.monotonic()
+    await hospital.stop()
 
     submit = [r.submit_latency for r in runs if not math.isnan(r.accepted_at)]
     total = [r.total_latency for r in runs if not math.isnan(r.final_at)]
@@ -273,6 +302,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--api", required=True, help="API base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--bundles", type=int, required=True, help="how many bundles to submit")
+    parser.add_argument(
+        "--kafka",
+        default=Settings().kafka_target,
+        help="Kafka bootstrap servers for the hospital notices (default: tellonce dev's broker)",
+    )
     parser.add_argument("--concurrency", type=int, help="submits in flight at once (default: --bundles)")
     parser.add_argument(
         "--example", type=Path, default=DEFAULT_EXAMPLE, help="example file with a `submission` object"
@@ -305,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             template,
             args.bundles,
             args.concurrency,
+            kafka=args.kafka,
             give_up_after=args.timeout,
             poll_interval=args.poll_interval,
         )

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from infra.notices_cli import notices_app
 from infra.settings import Settings
 from workflows.models import FINAL_BUNDLE_STATES, BundleState
 
@@ -197,6 +198,7 @@ streams_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(streams_app, name="streams")
+app.add_typer(notices_app, name="notices")
 
 
 class DlqName(StrEnum):

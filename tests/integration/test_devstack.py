@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(360
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "newborn-on" / "complete.json"
+NOTICE = ROOT / "examples" / "birth-notices" / "matching.json"
 TELLONCE = [sys.executable, "-m", "infra.cli"]
-EXPECTED_SERVICES = ("api", "temporal-ui", "temporal", "kafka", "sandbox")
+EXPECTED_SERVICES = ("api", "temporal-ui", "temporal", "kafka", "streams", "sandbox")
 
 
 def free_port_base() -> int:
@@ -114,24 +115,35 @@ def test_dev_runs_the_stack_and_stops_cleanly(started: tuple[Stack, int], stack_
         "temporal-ui": f"http://127.0.0.1:{base + PORT_OFFSETS['temporal-ui']}",
         "temporal": f"127.0.0.1:{base + PORT_OFFSETS['temporal']}",
         "kafka": f"127.0.0.1:{base + PORT_OFFSETS['kafka']}",
+        "streams": f"http://127.0.0.1:{base + PORT_OFFSETS['streams']}",
         "sandbox": f"http://127.0.0.1:{base + PORT_OFFSETS['sandbox']}",
     }
     assert (stack_dir / "temporal.db").is_file()
-    for name in ("temporal", "kafka", "sandbox", "worker", "api"):
+    for name in ("temporal", "kafka", "sandbox", "worker", "api", "streams"):
         assert (stack_dir / "logs" / f"{name}.log").is_file()
 
-    # A real bundle through the whole stack: five programs, five references.
-    submitted = subprocess.run(
+    # A real bundle through the whole stack: five programs, five references. The registration
+    # waits for the hospital's notice, which arrives through Kafka and the streams process.
+    submitted = subprocess.Popen(
         [*TELLONCE, "submit", str(EXAMPLE), "--follow", "--json", "--api", addresses["api"]],
         cwd=ROOT,
         env={**os.environ, "TELLONCE_DATA_DIR": str(stack_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sent = subprocess.run(
+        [*TELLONCE, "notices", "send", str(NOTICE), "--kafka", addresses["kafka"]],
+        cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=60,
         check=False,
     )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    final = json.loads(submitted.stdout)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    out, err = submitted.communicate(timeout=180)
+    assert submitted.returncode == 0, out + err
+    final = json.loads(out)
     assert final["state"] == "completed"
     references = [step["reference"] for step in final["steps"] if step["reference"]]
     assert len(references) == 5, final

@@ -33,6 +33,7 @@ from bundles.catalogue import Catalogue
 from bundles.notices import BirthNotice
 from infra.api import create_app
 from infra.intake import Intake
+from infra.notices_cli import hospital_notice
 from infra.sandbox.client import SandboxAdmin
 from infra.settings import Settings
 from infra.worker import build_workers
@@ -119,25 +120,7 @@ async def wait_visible(client: Client, query: str, budget: float = 20) -> None:
 
 def notice_for(submission: dict[str, Any], tracking_id: str) -> BirthNotice:
     """The Notice of Live Birth a hospital would send for this statement's birth."""
-    child, parent = submission["child"], submission["birth_parent"]
-    return BirthNotice.model_validate(
-        {
-            "schema": "tellonce.birth-notice/v1",
-            "notice_id": f"NLB-{tracking_id[:8].upper()}",
-            "facility": {"kind": "hospital", "id": "3910", "name": child["place_of_birth"]["facility_name"]},
-            "issued_at": f"{child['date_of_birth']}T12:00:00-05:00",
-            "child": {
-                "date_of_birth": child["date_of_birth"],
-                "time_of_birth": child["time_of_birth"],
-                "sex": child["sex"],
-                "plurality": child["plurality"],
-            },
-            "birth_parent": {
-                "health_number": parent["health_number"],
-                "date_of_birth": parent["date_of_birth"],
-            },
-        }
-    )
+    return BirthNotice.model_validate(hospital_notice(submission, notice_id=f"NLB-{tracking_id[:8].upper()}"))
 
 
 def steps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
