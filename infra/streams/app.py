@@ -150,7 +150,8 @@ class Streams:
             description="Partner submissions: one envelope per record, key = submission id. "
             f"Rejected records go to {settings.kafka_topic_submissions_dlq}.",
             **self._batch_options(""),
-        )(submissions)
+        )
+        self.submissions_subscriber(submissions)
         self.broker.subscriber(
             *self.reply_topics,
             title="legacy-replies",
