@@ -96,7 +96,13 @@ class ApiVersionsShim:
                 client_out.write(struct.pack(">i", len(frame)) + frame)
                 await client_out.drain()
 
-        with contextlib.suppress(Exception):
-            await asyncio.gather(requests(), responses())
+        # Either side hanging up ends the relay: stop the other direction too, quietly.
+        directions = [asyncio.ensure_future(requests()), asyncio.ensure_future(responses())]
+        await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+        for direction in directions:
+            direction.cancel()
+        for direction in directions:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await direction
         for writer in (client_out, broker_out):
             writer.close()
