@@ -23,6 +23,7 @@ import asyncio
 import copy
 import json
 import math
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -92,6 +93,11 @@ class BundleRun:
         return self.final_at - self.submitted_at
 
 
+RUN_HEALTH_NUMBER_BASE = 100_000_000 + secrets.randbelow(700_000_000)
+"""Health numbers differ from one run to the next as well: a matcher lingers a day after its
+match, and a second run's births with the same facts would be taken for twins of the first."""
+
+
 def submission_for(template: dict[str, Any], index: int) -> dict[str, Any]:
     """The example's submission, made distinct per bundle where that is cheap and stays valid.
 
@@ -107,7 +113,7 @@ def submission_for(template: dict[str, Any], index: int) -> dict[str, Any]:
     child["time_of_birth"] = f"{minute // 60:02d}:{minute % 60:02d}"
     # Each birth parent gets a health number of her own, as in life: notices are matched to
     # statements by it, and one shared number would make every bundle a twin of the others.
-    digits = f"{700000000 + index:09d}"
+    digits = f"{RUN_HEALTH_NUMBER_BASE + index:09d}"
     body["birth_parent"]["health_number"] = digits + luhn.calc_check_digit(digits)
     return body
 
@@ -151,7 +157,7 @@ async def run_one(
     accepted = response.json()
     run.tracking_id = accepted["tracking_id"]
     run.state = "submitted"
-    notice = hospital_notice(body, notice_id=f"NLB-BENCH-{run.index:06d}")
+    notice = hospital_notice(body, notice_id=f"NLB-{run.tracking_id[:8].upper()}")
     await hospital.send_and_wait(notices_topic, json.dumps(notice).encode(), key=notice["notice_id"].encode())
     headers = {"X-Access-Code": accepted["access_code"]}
     while time.monotonic() < deadline:

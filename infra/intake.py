@@ -1,14 +1,14 @@
 """Intake: validate a submission, resolve its plan and start its bundle exactly once.
 
-Shared by every channel (HTTP today, Kafka next). The workflow id is the submission id, and
-bundles start with `REJECT_DUPLICATE` + `USE_EXISTING`, so the same submission can never
-start twice, whether the duplicate arrives while the first bundle runs or after it closed.
+Shared by every channel (HTTP, Kafka, the CLI). The workflow id is the submission id, and
+bundles start with `REJECT_DUPLICATE` + `FAIL`, so the same submission can never start twice,
+whether the duplicate arrives while the first bundle runs or after it closed; the refusal is
+what tells a duplicate (checked against the first request's fingerprint) from a new bundle.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -92,8 +92,11 @@ class Intake:
                 self._derived_id(bundle_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
             )
         fingerprint = self._mac(f"request:{bundle_id}:{_canonical(raw)}")
-        # A bundle closed under REJECT_DUPLICATE raises: it is the same submission, seen before.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
+        # FAIL on a running bundle and REJECT_DUPLICATE on a closed one: either way a second
+        # start raises instead of starting, and only then is there something to compare, so the
+        # common case (a new submission) costs one call to Temporal.
+        seen_before = False
+        try:
             await self.client.start_workflow(
                 BundleWorkflow.run,
                 BundleInput(
@@ -108,7 +111,7 @@ class Intake:
                 id=submission_id,
                 task_queue=bundle_task_queue(self.settings.task_queue_prefix),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 memo={FINGERPRINT_MEMO: fingerprint},
                 search_attributes=TypedSearchAttributes(
                     [
@@ -119,7 +122,9 @@ class Intake:
                 ),
                 static_summary=f"{plan.bundle_id} v{plan.definition_version} via {channel}",
             )
-        if idempotency_key or channel != "api":
+        except WorkflowAlreadyStartedError:
+            seen_before = True
+        if seen_before:
             await self._check_same_request(submission_id, fingerprint)
         log.info(
             "submission.accepted",
