@@ -207,6 +207,13 @@ class LegacyReply(Model):
     """
 
     correlation_id: str
+    reply_id: str | None = Field(
+        default=None,
+        description=(
+            "Where the reply came from, unique per reply (e.g. `<topic>:<partition>:<offset>`): "
+            "a redelivered copy of a reply already applied is ignored."
+        ),
+    )
     system: str
     outcome: Literal["accepted", "rejected", "needs_attention"]
     reference: str | None = Field(default=None, description="The system's reference; no personal data.")
