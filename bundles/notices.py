@@ -13,6 +13,7 @@ import hmac
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -151,12 +152,19 @@ class NoticeInvalid(ValueError):  # noqa: N818 - the name others code against
         super().__init__("; ".join(f"{r.code} at {r.path or '<root>'}" for r in reasons))
 
 
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+"""A path segment that may be repeated in a log or a DLQ reason: a plain identifier or index."""
+
+PATH_PLACEHOLDER = "?"
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    # Keys come from the sender; one that is not a plain identifier could be anything, even a name.
-    return ".".join(str(p) if isinstance(p, int) or _SAFE_SEGMENT.match(p) else "?" for p in loc)
+def safe_path(loc: Iterable[int | str]) -> str:
+    """A dotted path for a validation error's location, any unsafe segment replaced by `?`.
+
+    Keys come from the sender; one that is not a plain identifier could be anything, even a
+    name or a SIN, so only integers and `SAFE_SEGMENT` identifiers are kept.
+    """
+    return ".".join(str(p) if isinstance(p, int) or SAFE_SEGMENT.match(p) else PATH_PLACEHOLDER for p in loc)
 
 
 def parse_notice(raw: bytes) -> BirthNotice:
@@ -204,7 +212,7 @@ def parse_notice(raw: bytes) -> BirthNotice:
         return BirthNotice.model_validate(data)
     except ValidationError as exc:
         reasons = [
-            Reason(code=err["type"], path=_path(err["loc"]), message=err["msg"])
+            Reason(code=err["type"], path=safe_path(err["loc"]), message=err["msg"])
             for err in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
         raise NoticeInvalid(reasons) from None
@@ -306,7 +314,7 @@ def facts_from_statement(payload: dict[str, Any]) -> BirthFacts:
         statement = _Statement.model_validate(payload)
         digits = _health_digits(statement.birth_parent.health_number if statement.birth_parent else None)
     except ValidationError as exc:
-        fields = sorted({_path(err["loc"]) for err in exc.errors(include_input=False)})
+        fields = sorted({safe_path(err["loc"]) for err in exc.errors(include_input=False)})
         raise StatementInvalidError(f"statement facts unreadable: {', '.join(fields)}") from None
     except ValueError:
         # normalize_ontario_health_number raises a pydantic custom error, a ValueError.
@@ -498,8 +506,11 @@ class BirthNoticeMatchInput(_Message):
         description="How long the matcher waits for a late bundle at all (online registration limit).",
     )
     linger: timedelta = Field(
-        default=timedelta(days=1),
-        description="How long a matcher with nothing left open stays, to recognise redeliveries.",
+        default=timedelta(days=7),
+        description=(
+            "How long a matcher with nothing left open stays, to recognise redeliveries and a "
+            "hospital's resent notice instead of reporting them as unmatched a month later."
+        ),
     )
     operator_only: bool = Field(
         default=False,

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
             and self.correlation_secret.get_secret_value() == DEV_CORRELATION_SECRET
         ):
             raise ValueError("TELLONCE_CORRELATION_SECRET must be set to a secret of your own in production")
+        if self.environment == "production" and self.kafka_bootstrap is None:
+            # Bundles finish only once their status events are out: a Kafka that silently meant
+            # the embedded broker's address would leave every bundle open.
+            raise ValueError("TELLONCE_KAFKA_BOOTSTRAP must name your Kafka cluster in production")
         return self
 
     def port(self, service: str) -> int:

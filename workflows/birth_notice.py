@@ -232,11 +232,13 @@ class BirthNoticeMatchWorkflow:
                     SIGNAL_BIRTH_NOTICE_RESULT, result
                 )
             except FailureError:
-                # The bundle has ended (withdrawn, or failed and closed): nobody is left to tell.
+                # The bundle has ended (withdrawn, or failed and closed): nobody is left to tell,
+                # and a notice it matched was not used, so it is open again.
                 workflow.logger.warning(
                     "birth_notice.result_undelivered",
                     extra={"bundle": bundle_workflow_id, "step": result.step_id, "outcome": result.outcome},
                 )
+                self._reopen_matches_of((bundle_workflow_id, result.step_id))
         for report in reports:
             try:
                 await workflow.execute_activity(
@@ -300,9 +302,24 @@ class BirthNoticeMatchWorkflow:
 
     @workflow.signal(name=WITHDRAW_STATEMENT_SIGNAL)
     def withdraw_statement(self, withdrawal: StatementWithdrawal) -> None:
-        """The bundle stopped waiting; a statement already matched stays matched (it is registered)."""
-        if self._statements.pop((withdrawal.bundle_workflow_id, withdrawal.step_id), None) is not None:
+        """The bundle stopped waiting without registering on this match.
+
+        A bundle withdraws only when it will not send the registration on the notice (the
+        resident withdrew, an operator skipped, failed or paired the step by hand, or amended
+        facts moved it to another matcher), so a notice it had matched is open again: it can
+        pair with another statement, or be reported to operations in time.
+        """
+        key = (withdrawal.bundle_workflow_id, withdrawal.step_id)
+        if self._statements.pop(key, None) is not None:
             self._dirty = True
+        self._reopen_matches_of(key)
+
+    def _reopen_matches_of(self, key: StatementKey) -> None:
+        for notice_id, match in list(self._matches.items()):
+            if (match.statement.bundle_workflow_id, match.statement.step_id) == key:
+                del self._matches[notice_id]
+                self._notices[notice_id] = match.notice
+                self._dirty = True
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> MatchState:

@@ -179,6 +179,7 @@ class BundleWorkflow:
         # The client sets these search attributes when it starts the bundle.
         self._visible: tuple[str, tuple[str, ...]] = (BundleState.RECEIVED.value, ())
         self._replies: dict[str, LegacyReply] = {}
+        self._seen_reply_ids: set[str] = set()
         self._notices: dict[str, NoticeMatchResult] = {}
         # Status events: what was last announced, and what waits to be published.
         self._announced_state: BundleState | None = None
@@ -213,8 +214,13 @@ class BundleWorkflow:
         if self._abort is not None:
             await self._compensate()
         self._finish_bundle()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._close_outbox(publisher)
+        try:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._close_outbox(publisher)
+        except asyncio.CancelledError:
+            # Cancelled while only its last events were going out: they still go out.
+            await self._close_outbox(publisher)
+            raise
         return self._status()
 
     def _start(self, bundle: BundleInput) -> None:
@@ -312,6 +318,18 @@ class BundleWorkflow:
             late = self._take_reply(run)
             return _Next.STOP if late is None else await self._recover(run, late, elapsed)
         if decision is None:
+            if step.compensable:
+                # Stopping, and the request may have taken effect: wait once more for the answer
+                # that says whether there is something to undo.
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: run.reply_key in self._replies, timeout=step.reply_timeout
+                    )
+                if run.reply_key in self._replies:
+                    refused = self._take_reply(run)
+                    if refused is not None:
+                        self._end_step(status, StepState.REJECTED, refused.message, exception=True)
+                    return _Next.STOP  # accepted: done, and undone with the other completed steps
             # The request left and was never answered: it cannot be called "not sent".
             self._end_step(status, StepState.FAILED, texts.NO_REPLY, exception=True)
             return _Next.STOP
@@ -336,6 +354,9 @@ class BundleWorkflow:
         step, status = run.step, self._steps[run.step.id]
         run.attempts_in_round += 1
         status.attempts += 1
+        # A reply stored now answers an earlier send of this request (a redelivered copy of an
+        # answer already acted on): the request about to leave gets an answer of its own.
+        self._replies.pop(self._submit_key(run), None)
         status.state = StepState.RUNNING
         status.waiting_for = f"waiting for {step.system} to answer"
         status.next_attempt_at = None
@@ -453,9 +474,11 @@ class BundleWorkflow:
                 error, why = self._notice_problem(run, result)
             status.last_error = error
             decision = await self._park(run, why, wake=lambda: self._notice_matched(step.id))
-            if decision is _Woken.ANSWERED:
+            if decision is _Woken.ANSWERED and self._abort is None:
                 run.notice_id = self._notices.pop(step.id).notice_id
                 return True
+            if decision is _Woken.ANSWERED:
+                decision = None  # stopping: the matcher gets the notice back when we withdraw
             if decision is None or decision.action is not DecisionAction.AMEND:
                 await self._withdraw_statement(run)
             if decision is None:
@@ -498,6 +521,9 @@ class BundleWorkflow:
 
     async def _offer_statement(self, run: _StepRun) -> OfferResult:
         """Hand the statement to the matcher of its facts (which may already hold the notice)."""
+        # A verdict on the facts offered before (say, a match just before an amend) is not one
+        # on these: only the matcher's answer to this offer counts.
+        self._notices.pop(run.step.id, None)
         try:
             offer: OfferResult = await workflow.execute_activity(
                 OFFER_BIRTH_STATEMENT,
@@ -572,7 +598,9 @@ class BundleWorkflow:
         woken = wake or (lambda: False)
         await workflow.wait_condition(lambda: self._abort is not None or run.decision is not None or woken())
         decision, run.decision = run.decision, None
-        if decision is None and self._abort is None:
+        if woken():
+            # The late answer counts even when the bundle is stopping: it says whether the
+            # request took effect, and so whether there is something to undo.
             return _Woken.ANSWERED
         return None if self._abort is not None else decision
 
@@ -748,9 +776,17 @@ class BundleWorkflow:
         if parsed is None or parsed[0] != workflow.info().workflow_id or step is None:
             workflow.logger.warning("Ignored a reply for no step of this bundle (%s)", reply.system)
             return
-        if step.state in FINAL_STEP_STATES or reply.correlation_id in self._replies:
+        if reply.system != step.system:
+            workflow.logger.warning(
+                "Ignored a reply from %s for step %s of %s", reply.system, step.id, step.system
+            )
+            return
+        duplicate = reply.reply_id is not None and reply.reply_id in self._seen_reply_ids
+        if duplicate or step.state in FINAL_STEP_STATES or reply.correlation_id in self._replies:
             workflow.logger.info("Ignored a duplicate or late reply for step %s", step.id)
             return
+        if reply.reply_id is not None:
+            self._seen_reply_ids.add(reply.reply_id)
         self._replies[reply.correlation_id] = reply
 
     @workflow.signal(name=SIGNAL_BIRTH_NOTICE_RESULT)

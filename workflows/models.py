@@ -82,7 +82,11 @@ class BundleInput(Model):
         ),
     )
     publish_events: bool = Field(
-        default=True, description="Publish every bundle and step state change to the bundle-events topic."
+        default=False,
+        description=(
+            "Publish every bundle and step state change to the bundle-events topic. Off by "
+            "default so bundles started before events existed replay as they ran; intake sets it."
+        ),
     )
 
 

@@ -207,7 +207,7 @@ class Harness:
         self.started.add(workflow_id)
         return workflow_id
 
-    async def finish(self, workflow_id: str, after: timedelta = timedelta(days=2)) -> MatchState:
+    async def finish(self, workflow_id: str, after: timedelta = timedelta(days=8)) -> MatchState:
         """Skip workflow time past the matcher's linger (or final limit) and take its result.
 
         Only handles the test client starts skip time by themselves while awaiting a result.
@@ -524,3 +524,24 @@ async def test_statement_without_health_number_is_not_correlated() -> None:
         ),
     )
     assert result == OfferResult(match_workflow_id=None, reason=NO_HEALTH_NUMBER)
+
+
+async def test_a_matched_statement_withdrawn_unused_gives_its_notice_back(
+    own_time_env: WorkflowEnvironment,
+) -> None:
+    hn = health_number()
+    async with harness(own_time_env) as h:
+        matcher_id = await h.deliver(notice(hn))
+        bundle = await h.bundle(statement(hn))
+        [result] = await results(bundle, 1)
+        assert result.outcome == "matched"
+        # The bundle stops before it registers (the resident withdrew in that very moment).
+        await bundle.signal(StandInBundle.withdraw)
+        reopened = await state(h, matcher_id, lambda s: not s.matched)
+        assert [n.notice_id for n in reopened.open_notices] == ["NLB-2026-0001234"]
+
+        # Another statement with the same facts (the parents apply again) can still match it.
+        again = await h.bundle(statement(hn))
+        [second] = await results(again, 1)
+        assert (second.outcome, second.notice_id) == ("matched", "NLB-2026-0001234")
+        await assert_replays(h, matcher_id)

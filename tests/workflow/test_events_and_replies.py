@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from adapters.sdk import TransientError
+from adapters.sdk import NeedsAttentionError, TransientError
 from bundles.models import LocalizedText
 from tests.workflow.support import (
     SUBMISSION,
@@ -29,18 +29,16 @@ from workflows.models import (
     LegacyReply,
     StepDecision,
     StepState,
+    WithdrawRequest,
 )
+
+REVIEW = LocalizedText(en="An agent reviews it", fr="Un agent l'examine")
 
 
 def reply(key: str, outcome: str = "accepted", **fields: object) -> LegacyReply:
     return LegacyReply.model_validate(
-        {
-            "correlation_id": key,
-            "system": "cra",
-            "outcome": outcome,
-            "received_at": datetime.now(UTC),
-            **fields,
-        }
+        {"correlation_id": key, "system": "cra", "outcome": outcome, "received_at": datetime.now(UTC)}
+        | fields
     )
 
 
@@ -207,3 +205,59 @@ async def test_a_reply_that_overtakes_the_acknowledgement_is_kept_for_its_step(
 
     assert step(final, "ccb").reference == "CRA-FAST"
     assert final.state is BundleState.COMPLETED
+
+
+async def test_a_redelivered_reply_is_not_taken_for_the_answer_to_a_retry(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    asks = {"outcome": "needs_attention", "code": "identity_check", "reply_id": "replies:0:7"}
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+        key = adapters["cra"].submits()[0].key
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, **asks))
+        await wait_for(handle, lambda s: step(s, "ccb").state is StepState.NEEDS_ATTENTION)
+        # The streams process crashed before committing: the same record is signalled again.
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, **asks))
+        await handle.execute_update(
+            BundleWorkflow.decide,
+            StepDecision(step_id="ccb", action=DecisionAction.RETRY, actor="op-1", reason="checked by phone"),
+        )
+        resent = await wait_for(handle, lambda s: len(adapters["cra"].submits()) == 2)
+        assert step(resent, "ccb").state in (StepState.RUNNING, StepState.WAITING_REPLY)
+        await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, reference="CRA-OK", reply_id="replies:0:9"))
+        final = await handle.result()
+
+    assert step(final, "ccb").reference == "CRA-OK"
+    assert final.state is BundleState.COMPLETED
+    await assert_replays(handle)
+
+
+async def test_withdrawing_while_an_undoable_request_is_unanswered_waits_for_the_answer_and_undoes_it(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["certs"].pending_reply = True
+    adapters["registrar"].script["submit"] = [NeedsAttentionError("review", REVIEW)]
+    async with running_workers(time_env.client, adapters, prefix):
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(
+            handle,
+            lambda s: step(s, "certificate").state is StepState.NEEDS_ATTENTION,
+            skip=(time_env, timedelta(days=2)),
+        )
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        stopping = await handle.query(BundleWorkflow.status)
+        assert step(stopping, "certificate").state is StepState.NEEDS_ATTENTION
+        key = adapters["certs"].submits()[0].key
+        await handle.signal(
+            SIGNAL_LEGACY_REPLY, reply(key, system="certs", reference="CERT-LATE", reply_id="r:1")
+        )
+        final = await handle.result()
+
+    assert final.state is BundleState.WITHDRAWN
+    assert step(final, "certificate").state is StepState.COMPENSATED
+    assert [c.operation for c in adapters["certs"].calls] == ["submit", "compensate"]

@@ -28,8 +28,9 @@ from tests.workflow.support import (
     step,
     wait_for,
 )
+from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
-from workflows.models import BundleState, DecisionAction, StepDecision, StepState
+from workflows.models import BundleState, DecisionAction, StepDecision, StepState, WithdrawRequest
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 TODAY = date(2026, 11, 23)
@@ -219,3 +220,25 @@ async def test_a_notice_arriving_after_the_deadline_still_releases_the_parked_re
     assert final.state is BundleState.COMPLETED
     assert final.actions == []
     assert registration_submits(systems)[0].fields["birth_notice"] == {"notice_id": "NLB-2026-0001234"}
+
+
+async def test_a_withdrawn_bundle_takes_its_statement_back_and_leaves_the_notice_open(
+    own_time_env: WorkflowEnvironment,
+) -> None:
+    systems, prefix = adapters(), new_prefix()
+    async with running_workers(own_time_env.client, systems, prefix, correlation_secret=prefix.encode()):
+        handle = await start_bundle(own_time_env.client, newborn_plan(), prefix)
+        await wait_for(handle, lambda s: step(s, REGISTRATION).state is StepState.WAITING_REPLY)
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        final = await handle.result()
+        matcher_id = await send_notice(own_time_env, prefix, notice())
+        matcher = own_time_env.client.get_workflow_handle_for(BirthNoticeMatchWorkflow.run, matcher_id)
+        state = await matcher.query(BirthNoticeMatchWorkflow.state)
+
+    assert final.state is BundleState.WITHDRAWN
+    assert step(final, REGISTRATION).state is StepState.SKIPPED
+    assert step(final, "birth_certificate").state is StepState.COMPENSATED
+    assert not registration_submits(systems)
+    # The notice waits for a statement (or for operations), rather than being spent on this one.
+    assert [n.notice_id for n in state.open_notices] == ["NLB-2026-0001234"]
+    assert state.open_statements == [] and state.matched == []
