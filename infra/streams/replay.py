@@ -2,15 +2,18 @@
 
 A replayed record is the original value, key and headers (the `tellonce-dlq-*` headers
 removed) plus `tellonce-replayed-from: <dlq topic>/<partition>/<offset>`. The replayer has its
-own consumer group: what it has read is committed, so a second run replays only newer dead
-letters unless asked to start from the beginning. A dead letter written twice (the consumer
-crashed before its commit) is replayed once per run: both copies name the same original
-position.
+own consumer group: what it has replayed is committed, so a second run replays only newer dead
+letters unless asked to start from the beginning. A dead letter a selection (`--key`,
+`--reason`) left out is never committed past: per partition, the commit stops at the first
+dead letter not selected, so a later run (`--all`) still reads it. The selected dead letters
+after it are then read again by that later run and replayed again, which the consumers
+tolerate (a bundle starts once per submission id; a reply its step already has is ignored).
+A dry run commits nothing. A dead letter written twice (the consumer crashed before its
+commit) is replayed once per run: both copies name the same original position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,6 +62,23 @@ class ReplayReport:
     not_selected: int = 0
     duplicates: int = 0
     not_dead_letters: int = 0
+    first_not_selected: dict[int, int] = field(default_factory=dict)
+    """DLQ offset of the first dead letter left out, by partition: nothing from it on is committed."""
+
+
+def commit_offsets(
+    ends: dict[TopicPartition, int],
+    first_not_selected: dict[int, int],
+    committed: dict[TopicPartition, int | None] | None = None,
+) -> dict[TopicPartition, int]:
+    """What a replay run commits, per partition: up to the end read, or only up to the first
+    dead letter left out; never back before what an earlier run committed (`--from-beginning`)."""
+    offsets = {}
+    for tp, end in ends.items():
+        offset = min(end, first_not_selected.get(tp.partition, end))
+        earlier = (committed or {}).get(tp)
+        offsets[tp] = offset if earlier is None else max(offset, earlier)
+    return offsets
 
 
 def replay_group(settings: Settings) -> str:
@@ -78,14 +98,13 @@ def _consumer(settings: Settings, group: str) -> AIOKafkaConsumer:
 
 
 async def _position_at_start(
-    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition], from_beginning: bool
+    consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int | None], from_beginning: bool
 ) -> None:
-    for partition in partitions:
-        committed = None if from_beginning else await consumer.committed(partition)
-        if committed is None:
+    for partition, offset in committed.items():
+        if from_beginning or offset is None:
             await consumer.seek_to_beginning(partition)
         else:
-            consumer.seek(partition, committed)
+            consumer.seek(partition, offset)
 
 
 async def _read_until(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[Record]:
@@ -124,11 +143,12 @@ async def replay_dlq(
         partitions = [TopicPartition(dlq_topic, number) for number in sorted(numbers)]
         consumer.assign(partitions)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        await _position_at_start(consumer, partitions, from_beginning)
+        committed: dict[TopicPartition, int | None] = {tp: await consumer.committed(tp) for tp in partitions}
+        await _position_at_start(consumer, committed, from_beginning)
         records = await _read_until(consumer, ends)
         report = await _replay(settings, dlq_topic, records, selection, dry_run=dry_run)
         if not dry_run:
-            await consumer.commit(dict(ends))
+            await consumer.commit(commit_offsets(ends, report.first_not_selected, committed))
         return report
     finally:
         await consumer.stop()
@@ -150,6 +170,8 @@ async def _replay(
                 continue
             if not selection.matches(record, info):
                 report.not_selected += 1
+                first = report.first_not_selected.get(record.partition, record.offset)
+                report.first_not_selected[record.partition] = min(first, record.offset)
                 continue
             original = (info.topic, info.partition, info.offset)
             if original in seen:

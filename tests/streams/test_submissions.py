@@ -252,3 +252,26 @@ async def test_replay_after_the_catalogue_gains_the_bundle_starts_it(lane: Lane,
     ]
     assert len(resent) == 1 and resent[0].value == record[1] and resent[0].key == record[0]
     assert not any(name.startswith("tellonce-dlq-") for name, _ in resent[0].headers)
+
+
+async def test_replay_of_a_selection_leaves_the_rest_for_a_later_run(lane: Lane) -> None:
+    """`replay-dlq --reason X` commits nothing past a dead letter it left out, so a later
+    `--all` (without `--from-beginning`) still finds it; a dry run commits nothing."""
+    garbled = (b"garbled", b'{"schema": ')
+    submission_id = uuid.uuid4()
+    unknown = (
+        str(submission_id).encode(),
+        encode(envelope(submission_id, base_submission(), bundle_id="no-such-bundle")),
+    )
+    async with Streams(lane.settings, client=lane.client).running():
+        kcat_produce(lane, lane.settings.kafka_topic_submissions, [garbled, unknown])
+        await read_topic(lane, lane.settings.kafka_topic_submissions_dlq, 2)
+    # The role is stopped: what is replayed stays in the submissions topic, unread.
+
+    listed = replay(lane, "--reason", "unknown_bundle", "--dry-run")
+    assert "would replay 1;" in listed and "not selected 1;" in listed
+    assert "replayed 1;" in replay(lane, "--reason", "unknown_bundle")
+    # The dead letter left out is still ahead of the replayer's group, without --from-beginning.
+    assert "key=garbled" in replay(lane, "--all", "--dry-run")
+    assert "key=garbled" in replay(lane, "--all")
+    assert "replayed 0;" in replay(lane, "--all")  # now everything read was replayed and committed
