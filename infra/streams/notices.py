@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 
 import structlog
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.notices import deliver_notice
 from bundles.notices import BirthNotice, NoticeInvalid, parse_notice
 from infra.settings import Settings
+from infra.streams.decoding import rejected_reason
 from infra.streams.dlq import DeadLetters
 from infra.streams.models import DlqReason
 from infra.streams.records import Record
@@ -53,5 +55,11 @@ class NoticeConsumer:
         async def attempt() -> str:
             return await deliver_notice(self.client, notice, settings=self.settings, received_at=received_at)
 
-        matcher = await until_done(attempt, what="deliver_notice", where=record.where)
+        try:
+            matcher = await until_done(attempt, what="deliver_notice", where=record.where)
+        except RPCError as exc:
+            # `until_done` raises only what retrying cannot fix: Temporal refused the request.
+            dlq = self.settings.kafka_topic_birth_notices_dlq
+            await self.dead_letters.send(record, [rejected_reason(exc)], dlq)
+            return
         log.info("streams.notice_delivered", matcher=matcher, **record.where)

@@ -3,7 +3,12 @@
 A reply's correlation id is the idempotency key its request carried; it names the bundle (the
 workflow id) and the step. The reply is signalled only to a bundle that is still running;
 anything else goes to the legacy replies DLQ. A crash between the signal and the commit
-delivers the reply again: the workflow's handler ignores a reply it already has.
+delivers the reply again: the signal's `reply_id` is the record's `<topic>:<partition>:<offset>`,
+and the workflow ignores a reply id it already applied (and a reply its step already has).
+
+Whether the topic's system is the one the step calls is checked by the workflow: the step's
+system comes from the bundle's plan, which only the workflow holds (the correlation id names
+the step, not the system).
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from infra.streams.decoding import Unreadable, read_json_object, reason, validation_reasons
+from infra.streams.decoding import Unreadable, read_json_object, reason, rejected_reason, validation_reasons
 from infra.streams.dlq import DeadLetters
 from infra.streams.models import LegacyReplyMessage
 from infra.streams.records import Record
-from infra.streams.retry import until_done
+from infra.streams.retry import rejected_by_temporal, until_done
 from workflows.models import SIGNAL_LEGACY_REPLY, LegacyReply
 from workflows.names import legacy_replies_topic, parse_idempotency_key
 
@@ -38,6 +43,17 @@ def _not_found(exc: BaseException) -> bool:
 
 
 _NO_OPEN_BUNDLE = "No running bundle has this correlation id."
+
+
+def _undeliverable(exc: RPCError) -> Unreadable:
+    if rejected_by_temporal(exc):
+        return Unreadable([rejected_reason(exc)])
+    return Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")])
+
+
+def reply_id(record: Record) -> str:
+    """The id of one reply record, the same on every redelivery: `<topic>:<partition>:<offset>`."""
+    return f"{record.topic}:{record.partition}:{record.offset}"
 
 
 def read_reply(record: Record) -> tuple[LegacyReplyMessage, str]:
@@ -82,7 +98,8 @@ class ReplyConsumer:
         """Signal the reply to its running bundle.
 
         Raises:
-            Unreadable: `no_open_bundle` when no such bundle runs.
+            Unreadable: `no_open_bundle` when no such bundle runs, `rejected_by_temporal` when
+                Temporal refuses the request itself.
         """
         system = self.systems_by_topic.get(record.topic, record.topic)
         handle = self.client.get_workflow_handle(workflow_id)
@@ -91,12 +108,13 @@ class ReplyConsumer:
             described = await until_done(
                 handle.describe, what="describe_bundle", permanent=_not_found, where=where
             )
-        except RPCError:
-            raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")]) from None
+        except RPCError as exc:
+            raise _undeliverable(exc) from None
         if described.status != WorkflowExecutionStatus.RUNNING:
             raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")])
         signal = LegacyReply(
             correlation_id=reply.correlation_id,
+            reply_id=reply_id(record),
             system=system,
             outcome=reply.outcome,
             reference=reply.reference,
@@ -110,7 +128,7 @@ class ReplyConsumer:
 
         try:
             await until_done(attempt, what="signal_reply", permanent=_not_found, where=where)
-        except RPCError:
-            # It closed between describe and signal.
-            raise Unreadable([reason("no_open_bundle", _NO_OPEN_BUNDLE, "correlation_id")]) from None
+        except RPCError as exc:
+            # NOT_FOUND: it closed between describe and signal.
+            raise _undeliverable(exc) from None
         log.info("streams.reply_delivered", outcome=reply.outcome, **where)

@@ -12,14 +12,22 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
 from bundles.submissions import SubmissionInvalid
 from infra.intake import IdempotencyConflict, Intake
-from infra.streams.decoding import Unreadable, read_json_object, reason, validation_reasons
+from infra.streams.decoding import (
+    Unreadable,
+    read_json_object,
+    reason,
+    rejected_reason,
+    safe_dotted_path,
+    validation_reasons,
+)
 from infra.streams.dlq import DeadLetters
 from infra.streams.models import SUPPORTED_SUBMISSION_SCHEMAS, SubmissionEnvelope
 from infra.streams.records import Record
-from infra.streams.retry import until_done
+from infra.streams.retry import rejected_by_temporal, until_done
 
 log = structlog.get_logger("tellonce.streams")
 
@@ -83,8 +91,8 @@ class SubmissionConsumer:
         """Start (or find already started) the envelope's bundle.
 
         Raises:
-            Unreadable: unknown bundle, invalid submission, or a submission id reused with
-                other content.
+            Unreadable: unknown bundle, invalid submission, a submission id reused with other
+                content, or a start Temporal refuses (`rejected_by_temporal`).
         """
         if envelope.bundle_id not in self.intake.catalogue:
             raise Unreadable(
@@ -107,7 +115,11 @@ class SubmissionConsumer:
         except SubmissionInvalid as exc:
             raise Unreadable(
                 [
-                    reason(e.code, e.message.en, f"submission.{e.path}" if e.path else "submission")
+                    reason(
+                        e.code,
+                        e.message.en,
+                        f"submission.{safe_dotted_path(e.path)}" if e.path else "submission",
+                    )
                     for e in exc.errors
                 ]
             ) from None
@@ -121,4 +133,8 @@ class SubmissionConsumer:
                     )
                 ]
             ) from None
+        except RPCError as exc:
+            if not rejected_by_temporal(exc):
+                raise
+            raise Unreadable([rejected_reason(exc)]) from None
         log.info("streams.bundle_started", bundle_id=envelope.bundle_id, sender=envelope.channel, **where)

@@ -62,6 +62,10 @@ async def test_replies_are_signalled_or_dead_lettered(shared_lane: Lane) -> None
         assert got[0].correlation_id == matched
         assert (got[0].system, got[0].outcome, got[0].reference) == (system, "accepted", "SIN-REQ-0042")
         assert got[0].message is not None and got[0].message.fr == "Demande reçue"
+        # The record's position names the reply, so the workflow can ignore a redelivered copy.
+        assert got[0].reply_id is not None
+        reply_topic, partition, offset = got[0].reply_id.rsplit(":", 2)
+        assert reply_topic == topic and partition.isdigit() and offset.isdigit()
         await bundle.signal(ReplyRecorder.finish)
 
     dead = await read_topic(lane, lane.settings.kafka_topic_legacy_replies_dlq, 5)
