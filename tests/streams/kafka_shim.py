@@ -66,8 +66,16 @@ class ApiVersionsShim:
     def stop(self) -> None:
         if self.server is not None:
             self.loop.call_soon_threadsafe(self.server.close)
+        # Relays still open are cancelled and awaited, so none is destroyed while pending.
+        asyncio.run_coroutine_threadsafe(self._cancel_relays(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+    async def _cancel_relays(self) -> None:
+        relays = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for relay in relays:
+            relay.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         try:
