@@ -13,7 +13,6 @@ import hmac
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -28,7 +27,12 @@ from pydantic import (
 )
 
 from bundles.models import LocalizedText
-from bundles.validators import LongText, OntarioHealthNumber, normalize_ontario_health_number
+from bundles.validators import (
+    LongText,
+    OntarioHealthNumber,
+    normalize_ontario_health_number,
+    safe_path,
+)
 from workflows.names import BIRTH_NOTICE_WORKFLOW_PREFIX
 
 NOTICE_SCHEMA = "tellonce.birth-notice/v1"
@@ -150,21 +154,6 @@ class NoticeInvalid(ValueError):  # noqa: N818 - the name others code against
         self.reasons = reasons
         # The message lists codes and paths only: it may end up in a log or a DLQ header.
         super().__init__("; ".join(f"{r.code} at {r.path or '<root>'}" for r in reasons))
-
-
-SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]{1,40}$")
-"""A path segment that may be repeated in a log or a DLQ reason: a plain identifier or index."""
-
-PATH_PLACEHOLDER = "?"
-
-
-def safe_path(loc: Iterable[int | str]) -> str:
-    """A dotted path for a validation error's location, any unsafe segment replaced by `?`.
-
-    Keys come from the sender; one that is not a plain identifier could be anything, even a
-    name or a SIN, so only integers and `SAFE_SEGMENT` identifiers are kept.
-    """
-    return ".".join(str(p) if isinstance(p, int) or SAFE_SEGMENT.match(p) else PATH_PLACEHOLDER for p in loc)
 
 
 def parse_notice(raw: bytes) -> BirthNotice:

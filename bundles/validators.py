@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -215,6 +216,27 @@ def normalize_ontario_health_number(value: str) -> str:
     if not luhn.is_valid(match.group(1)):
         raise custom_error("health_number_checksum")
     return match.group(1) + match.group(2)
+
+
+# --- Error locations ---------------------------------------------------------------------
+
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+"""A path segment that may be repeated in an error, a log or a DLQ reason: a plain identifier."""
+
+PATH_PLACEHOLDER = "?"
+
+
+def safe_path(loc: Iterable[int | str]) -> str:
+    """A dotted path for a validation error's location, any unsafe segment replaced by `?`.
+
+    Keys come from the sender; one that is not a plain identifier could be anything, even a
+    name, so only integers (list indexes) and `SAFE_SEGMENT` identifiers are kept. A key of
+    digits only is replaced too: no field is named by digits, but a SIN or health number is.
+    """
+    return ".".join(
+        str(p) if isinstance(p, int) or (SAFE_SEGMENT.match(p) and not p.isdigit()) else PATH_PLACEHOLDER
+        for p in loc
+    )
 
 
 # --- Personal names ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ error: a value may be a Social Insurance Number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -17,7 +17,7 @@ from bundles.messages import message_for
 from bundles.models import BundleDefinition, LocalizedText
 from bundles.plan import lookup
 from bundles.submissions.registry import SUBMISSION_SCHEMAS
-from bundles.validators import toronto_today
+from bundles.validators import safe_path, toronto_today
 
 
 class FieldError(BaseModel):
@@ -53,13 +53,11 @@ class ValidatedSubmission(BaseModel):
     notices: list[LocalizedText] = Field(default_factory=list)
 
 
-def _path(loc: Iterable[str | int]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
 def _schema_errors(exc: ValidationError) -> list[FieldError]:
     return [
-        FieldError(path=_path(err["loc"]), code=err["type"], message=message_for(err["type"], err.get("ctx")))
+        FieldError(
+            path=safe_path(err["loc"]), code=err["type"], message=message_for(err["type"], err.get("ctx"))
+        )
         for err in exc.errors(include_input=False, include_url=False)
     ]
 
@@ -70,7 +68,7 @@ def _consent_errors(definition: BundleDefinition, raw: Mapping[str, Any]) -> lis
         return []  # a wrong type is the schema's error to report
     return [
         FieldError(
-            path=f"consents.{key}",
+            path=safe_path(("consents", key)),
             code="unknown_consent_purpose",
             message=message_for("unknown_consent_purpose"),
         )

@@ -3,7 +3,7 @@
 Reasons name a code and a path, never a value: pydantic's own messages sometimes quote the
 input, so they are replaced by fixed texts here. A path can hold keys the sender chose (an
 unexpected field, a consent key), which could be anything, even a name or a SIN: any segment
-that is not a plain identifier or an index is replaced by `?` (`bundles.notices.safe_path`).
+that is not a plain identifier or an index is replaced by `?` (`bundles.validators.safe_path`).
 A key of digits only is replaced too: it passes as an identifier, but it could be a SIN, a
 health number or a birth date, and no field is named by digits.
 """
@@ -11,13 +11,12 @@ health number or a birth date, and no field is named by digits.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio.service import RPCError
 
-from bundles.notices import PATH_PLACEHOLDER, safe_path
+from bundles.validators import safe_path
 from infra.streams.models import DlqReason
 
 MAX_INDEX_DIGITS = 4
@@ -77,16 +76,11 @@ def validation_reasons(exc: ValidationError, code: str, prefix: str = "") -> lis
     """One reason per pydantic error, with a fixed message naming the error type."""
     reasons = []
     for error in exc.errors(include_input=False, include_url=False):
-        path = _reason_path((*((prefix,) if prefix else ()), *error["loc"]))
+        path = safe_path((*((prefix,) if prefix else ()), *error["loc"]))
         kind = str(error["type"])
         text = _MESSAGES.get(kind, f"This value is not valid ({kind}).")
         reasons.append(reason(code, text, path))
     return reasons
-
-
-def _reason_path(loc: Iterable[int | str]) -> str:
-    """`safe_path`, a key of digits only (not an index: those are ints) also replaced."""
-    return safe_path(PATH_PLACEHOLDER if isinstance(p, str) and p.isdigit() else p for p in loc)
 
 
 def safe_dotted_path(path: str) -> str:
@@ -100,9 +94,9 @@ def safe_dotted_path(path: str) -> str:
         return path
     head, dot, rest = path.partition(".")
     if head == "consents" and dot:
-        return _reason_path((head, rest))
+        return safe_path((head, rest))
     pieces = path.split(".")
-    return _reason_path(
+    return safe_path(
         int(p) if p.isascii() and p.isdigit() and len(p) <= MAX_INDEX_DIGITS else p for p in pieces
     )
 

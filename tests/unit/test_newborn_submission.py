@@ -304,3 +304,15 @@ def test_certificate_fees_are_per_copy_in_cents() -> None:
     assert certificate_fee_cents("short", 1) == 2500
     with pytest.raises(ValueError, match="at least one copy"):
         certificate_fee_cents("short", 0)
+
+
+def test_keys_the_sender_chose_never_come_back_in_error_paths(definition: BundleDefinition) -> None:
+    raw = example("complete")
+    raw["child"]["Marie-Ève Bélanger"] = "x"  # a name used as a key
+    raw["birth_parent"]["123456782"] = "x"  # a SIN used as a key
+    raw["consents"]["046 454 286"] = True
+    assert errors_of(definition, raw) == {
+        ("child.?", "extra_forbidden"),
+        ("birth_parent.?", "extra_forbidden"),
+        ("consents.?", "unknown_consent_purpose"),
+    }
