@@ -95,7 +95,6 @@ class Intake:
         # FAIL on a running bundle and REJECT_DUPLICATE on a closed one: either way a second
         # start raises instead of starting, and only then is there something to compare, so the
         # common case (a new submission) costs one call to Temporal.
-        seen_before = False
         try:
             await self.client.start_workflow(
                 BundleWorkflow.run,
@@ -123,8 +122,6 @@ class Intake:
                 static_summary=f"{plan.bundle_id} v{plan.definition_version} via {channel}",
             )
         except WorkflowAlreadyStartedError:
-            seen_before = True
-        if seen_before:
             await self._check_same_request(submission_id, fingerprint)
         log.info(
             "submission.accepted",

@@ -887,10 +887,12 @@ class BundleWorkflow:
             bundle_id=bundle.plan.bundle_id,
             step_id=run.step.id,
             system=run.step.system,
-            idempotency_key=(
-                self._submit_key(run)
-                if operation == "submit"
-                else idempotency_key(workflow.info().workflow_id, run.step.id, operation)
+            # Only an amended request is a new one; cancelling it is the same act whatever its data.
+            idempotency_key=idempotency_key(
+                workflow.info().workflow_id,
+                run.step.id,
+                operation,
+                run.revision if operation == "submit" else 0,
             ),
             attempt=self._steps[run.step.id].attempts,
             timeout=run.step.call_timeout,
