@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bundles.validators import toronto_today
 from infra.settings import Settings
 from infra.streams.app import Streams
-from infra.streams.topics import ensure_topics
+from infra.streams.topics import ensure_topics, names_under
 from infra.temporal import connect
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "newborn-on" / "complete.json"
@@ -141,13 +141,7 @@ async def one_round(
         temporal_address=temporal,
         temporal_namespace=namespace,
         task_queue_prefix=name,
-        kafka_consumer_group=f"{name}-streams",
-        kafka_topic_submissions=f"{name}.submissions",
-        kafka_topic_submissions_dlq=f"{name}.submissions.dlq",
-        kafka_topic_birth_notices=f"{name}.birth-notices",
-        kafka_topic_birth_notices_dlq=f"{name}.birth-notices.dlq",
-        kafka_topic_legacy_replies_dlq=f"{name}.replies.dlq",
-        kafka_legacy_reply_systems=(f"{name}-system",),
+        **names_under(name),
     )
     baseline_topic = f"{name}.baseline"
     await ensure_topics(settings, systems=[])

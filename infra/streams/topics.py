@@ -7,6 +7,7 @@ create-topics` (it needs the right to create topics) or provision the same list 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -21,6 +22,24 @@ from workflows.names import legacy_replies_topic, legacy_requests_topic
 def reply_systems(settings: Settings) -> list[str]:
     """Systems whose replies topic streams consumes: the configured ones, else every known one."""
     return sorted(settings.kafka_legacy_reply_systems or KNOWN_ADAPTERS)
+
+
+def names_under(prefix: str) -> dict[str, Any]:
+    """Settings giving a consumer group, input topics and dead-letter topics of their own.
+
+    For a benchmark or a test that runs streams beside a stack without touching its topics:
+    every consumed topic, every DLQ and the group are named under `prefix`, and only the
+    made-up system `<prefix>-system` has a replies topic.
+    """
+    return {
+        "kafka_consumer_group": f"{prefix}-streams",
+        "kafka_topic_submissions": f"{prefix}.submissions",
+        "kafka_topic_submissions_dlq": f"{prefix}.submissions.dlq",
+        "kafka_topic_birth_notices": f"{prefix}.birth-notices",
+        "kafka_topic_birth_notices_dlq": f"{prefix}.birth-notices.dlq",
+        "kafka_topic_legacy_replies_dlq": f"{prefix}.replies.dlq",
+        "kafka_legacy_reply_systems": (f"{prefix}-system",),
+    }
 
 
 def tellonce_topics(settings: Settings, systems: Iterable[str] | None = None) -> list[str]:

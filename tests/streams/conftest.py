@@ -28,7 +28,7 @@ from bundles.validators import toronto_today
 from infra.settings import PORT_OFFSETS, Settings
 from infra.streams.app import Streams
 from infra.streams.records import Record
-from infra.streams.topics import ensure_topics
+from infra.streams.topics import ensure_topics, names_under
 from tests.conftest import free_port, wait_tcp
 from tests.streams.kafka_shim import ApiVersionsShim
 from workflows.names import bundle_task_queue
@@ -121,14 +121,8 @@ async def make_lane(kafka_bootstrap: str, dev_env: WorkflowEnvironment) -> Lane:
         temporal_namespace=dev_env.client.namespace,
         task_queue_prefix=name,
         kafka_bootstrap=kafka_bootstrap,
-        kafka_consumer_group=f"{name}-streams",
-        kafka_topic_submissions=f"{name}.submissions",
-        kafka_topic_submissions_dlq=f"{name}.submissions.dlq",
-        kafka_topic_birth_notices=f"{name}.birth-notices",
-        kafka_topic_birth_notices_dlq=f"{name}.birth-notices.dlq",
-        kafka_topic_legacy_replies_dlq=f"{name}.replies.dlq",
-        kafka_legacy_reply_systems=(f"{name}-system",),
         kafka_partitions=3,
+        **names_under(name),
     )
     created = await ensure_topics(settings, systems=[])
     assert settings.kafka_topic_submissions in created
