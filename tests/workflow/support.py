@@ -42,7 +42,10 @@ from workflows.models import (
     BundleEvent,
     BundleInput,
     BundleStatus,
+    DecisionAction,
+    DecisionResult,
     EventBatch,
+    StepDecision,
     StepState,
 )
 from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue, events_task_queue
@@ -343,3 +346,21 @@ def step(status: BundleStatus, step_id: str) -> Any:
 
 def states(status: BundleStatus) -> dict[str, StepState]:
     return {s.id: s.state for s in status.steps}
+
+
+async def decide(
+    handle: WorkflowHandle[BundleWorkflow, BundleStatus],
+    *,
+    step_id: str,
+    action: DecisionAction,
+    reason: str,
+    actor: str = "op-1",
+    amended_fields: dict[str, Any] | None = None,
+) -> DecisionResult:
+    """An operator's decision on one step, sent as the bundle's `decide` update."""
+    return await handle.execute_update(
+        BundleWorkflow.decide,
+        StepDecision(
+            step_id=step_id, action=action, actor=actor, reason=reason, amended_fields=amended_fields
+        ),
+    )

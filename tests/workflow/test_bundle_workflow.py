@@ -16,6 +16,7 @@ from adapters.sdk import NeedsAttentionError, RejectedError, TransientError
 from tests.workflow.support import (
     REFUSED,
     assert_replays,
+    decide,
     new_prefix,
     plan,
     running_workers,
@@ -111,9 +112,8 @@ async def test_refusal_after_the_pivot_parks_for_an_operator_who_skips_it(
         assert step(parked, "registration").state is StepState.DONE
         await wait_for(handle, lambda s: step(s, "sin").state is StepState.DONE)
 
-        result = await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id="ccb", action=DecisionAction.SKIP, actor="op-1", reason="apply by RC66"),
+        result = await decide(
+            handle, step_id="ccb", action=DecisionAction.SKIP, actor="op-1", reason="apply by RC66"
         )
         assert result.accepted
         final = await handle.result()
@@ -135,25 +135,22 @@ async def test_needs_attention_resolved_by_amending_the_data(time_env: WorkflowE
         await wait_for(handle, lambda s: step(s, "sin").state is StepState.NEEDS_ATTENTION)
 
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(
-                BundleWorkflow.decide,
-                StepDecision(
-                    step_id="sin",
-                    action=DecisionAction.AMEND,
-                    actor="op",
-                    reason="typo",
-                    amended_fields={"parent": {"sin": "046454286"}},  # the SIN step never receives it
-                ),
-            )
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(
+            # The SIN step never receives the parent's SIN, so it cannot be amended there.
+            await decide(
+                handle,
                 step_id="sin",
                 action=DecisionAction.AMEND,
                 actor="op",
-                reason="registry spelling",
-                amended_fields={"child": {"name": "Zoe-Chloe O'Neil"}},
-            ),
+                reason="typo",
+                amended_fields={"parent": {"sin": "046454286"}},
+            )
+        await decide(
+            handle,
+            step_id="sin",
+            action=DecisionAction.AMEND,
+            actor="op",
+            reason="registry spelling",
+            amended_fields={"child": {"name": "Zoe-Chloe O'Neil"}},
         )
         final = await handle.result()
 
@@ -178,10 +175,7 @@ async def test_retries_are_bounded_then_an_operator_retries(time_env: WorkflowEn
         ccb = step(parked, "ccb")
         assert ccb.attempts == 5
         assert "after 5 attempts" in (ccb.waiting_for or "")
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id="ccb", action=DecisionAction.RETRY, actor="op", reason="CRA is back"),
-        )
+        await decide(handle, step_id="ccb", action=DecisionAction.RETRY, actor="op", reason="CRA is back")
         final = await handle.result()
 
     assert final.state is BundleState.COMPLETED
@@ -204,10 +198,7 @@ async def test_deadline_parks_the_step_even_with_attempts_left(time_env: Workflo
         sin = step(parked, "sin")
         assert sin.attempts < 5
         assert "deadline" in (sin.waiting_for or "")
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id="sin", action=DecisionAction.FAIL, actor="op", reason="ESDC will call"),
-        )
+        await decide(handle, step_id="sin", action=DecisionAction.FAIL, actor="op", reason="ESDC will call")
         final = await handle.result()
 
     # After the pivot, failing a step does not roll anything back.
@@ -310,11 +301,8 @@ async def test_decisions_for_steps_not_waiting_are_refused(time_env: WorkflowEnv
         ):
             with pytest.raises(WorkflowUpdateFailedError):
                 await handle.execute_update(BundleWorkflow.decide, bad)
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(
-                step_id="registration", action=DecisionAction.RETRY, actor="op", reason="NoLB arrived"
-            ),
+        await decide(
+            handle, step_id="registration", action=DecisionAction.RETRY, actor="op", reason="NoLB arrived"
         )
         final = await handle.result()
     assert final.state is BundleState.COMPLETED
@@ -377,23 +365,18 @@ async def test_amending_is_refused_when_the_request_may_already_have_arrived(
             skip=(time_env, timedelta(seconds=20)),
         )
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(
-                BundleWorkflow.decide,
-                StepDecision(
-                    step_id="ccb",
-                    action=DecisionAction.AMEND,
-                    actor="op",
-                    reason="x",
-                    amended_fields={"child": {"name": "Other"}},
-                ),
+            await decide(
+                handle,
+                step_id="ccb",
+                action=DecisionAction.AMEND,
+                actor="op",
+                reason="x",
+                amended_fields={"child": {"name": "Other"}},
             )
         await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
         # Once the bundle is stopping, no decision can send anything more.
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):
-            await handle.execute_update(
-                BundleWorkflow.decide,
-                StepDecision(step_id="ccb", action=DecisionAction.RETRY, actor="op", reason="x"),
-            )
+            await decide(handle, step_id="ccb", action=DecisionAction.RETRY, actor="op", reason="x")
         final = await handle.result()
 
     assert final.state is BundleState.WITHDRAWN

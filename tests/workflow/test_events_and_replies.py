@@ -11,6 +11,7 @@ from bundles.models import LocalizedText
 from tests.workflow.support import (
     SUBMISSION,
     assert_replays,
+    decide,
     new_prefix,
     plan,
     running_workers,
@@ -27,7 +28,6 @@ from workflows.models import (
     BundleState,
     DecisionAction,
     LegacyReply,
-    StepDecision,
     StepState,
     WithdrawRequest,
 )
@@ -153,9 +153,8 @@ async def test_a_refusing_reply_after_the_pivot_parks_the_step_with_the_systems_
         assert ccb.last_error is not None
         assert (ccb.last_error.kind, ccb.last_error.code) == ("rejected", "parent_not_found")
         assert "parent_not_found" in (ccb.waiting_for or "")
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id="ccb", action=DecisionAction.SKIP, actor="op-1", reason="applied by phone"),
+        await decide(
+            handle, step_id="ccb", action=DecisionAction.SKIP, actor="op-1", reason="applied by phone"
         )
         final = await handle.result()
     assert final.state is BundleState.COMPLETED_WITH_EXCEPTIONS
@@ -221,9 +220,8 @@ async def test_a_redelivered_reply_is_not_taken_for_the_answer_to_a_retry(
         await wait_for(handle, lambda s: step(s, "ccb").state is StepState.NEEDS_ATTENTION)
         # The streams process crashed before committing: the same record is signalled again.
         await handle.signal(SIGNAL_LEGACY_REPLY, reply(key, **asks))
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id="ccb", action=DecisionAction.RETRY, actor="op-1", reason="checked by phone"),
+        await decide(
+            handle, step_id="ccb", action=DecisionAction.RETRY, actor="op-1", reason="checked by phone"
         )
         resent = await wait_for(handle, lambda s: len(adapters["cra"].submits()) == 2)
         assert step(resent, "ccb").state in (StepState.RUNNING, StepState.WAITING_REPLY)

@@ -22,6 +22,7 @@ from infra.settings import Settings
 from tests.workflow.support import (
     ScriptedAdapter,
     assert_replays,
+    decide,
     new_prefix,
     running_workers,
     start_bundle,
@@ -30,7 +31,7 @@ from tests.workflow.support import (
 )
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
-from workflows.models import BundleState, DecisionAction, StepDecision, StepState, WithdrawRequest
+from workflows.models import BundleState, DecisionAction, StepState, WithdrawRequest
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 TODAY = date(2026, 11, 23)
@@ -160,14 +161,12 @@ async def test_no_notice_by_the_deadline_parks_the_registration_for_an_operator(
         assert not registration_submits(systems)
 
         # An operator who matched the paper notice by hand sends the registration.
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(
-                step_id=REGISTRATION,
-                action=DecisionAction.RETRY,
-                actor="op-1",
-                reason="paper notice NLB-2026-0001234 checked against the statement",
-            ),
+        await decide(
+            handle,
+            step_id=REGISTRATION,
+            action=DecisionAction.RETRY,
+            actor="op-1",
+            reason="paper notice NLB-2026-0001234 checked against the statement",
         )
         final = await handle.result()
 
@@ -190,9 +189,8 @@ async def test_a_statement_without_a_health_number_goes_to_an_operator_at_once(
         registration = step(parked, REGISTRATION)
         assert registration.last_error is not None
         assert registration.last_error.code == "no_health_number"
-        await handle.execute_update(
-            BundleWorkflow.decide,
-            StepDecision(step_id=REGISTRATION, action=DecisionAction.FAIL, actor="op-1", reason="no notice"),
+        await decide(
+            handle, step_id=REGISTRATION, action=DecisionAction.FAIL, actor="op-1", reason="no notice"
         )
         final = await handle.result()
 
