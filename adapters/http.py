@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -32,6 +32,9 @@ from adapters.sdk import (
     TransientError,
 )
 from bundles.models import LocalizedText
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 REQUEST_PROBLEM = LocalizedText(
     en="We could not send this request to the program because of a problem on our side. "
@@ -154,6 +157,14 @@ class JsonRestAdapter(Adapter):
         self.max_timeout = max_timeout
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(max_timeout.total_seconds()))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http_client: httpx.AsyncClient | None = None) -> Self:
+        """The adapter at the system's configured URL (default the sandbox), with its calendar."""
+        own = settings.legacy_system(cls.system)
+        adapter = cls(own.url or settings.sandbox_base_url, http_client)
+        adapter.availability = own.availability
+        return adapter
 
     def to_request(self, ctx: CallContext, fields: Mapping[str, Any]) -> dict[str, Any]:
         """The system's request fields for a step's projected fields.

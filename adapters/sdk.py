@@ -1,10 +1,13 @@
 """The adapter contract: what an integrator implements to connect one legacy system.
 
 An adapter turns a step's projected fields into a call to its legacy system and classifies
-every outcome into one of three errors, or a result:
+every outcome into one of three errors, or a result. A system that answers later (a batch
+file, a message queue) returns `SubmitResult(pending_reply=True)`; its answer comes back as an
+`AsyncReply`, read by the adapter itself (`PolledReplies`) or from `legacy.<system>.replies`.
 
 * `TransientError` — try again later (outage, timeout, 5xx, 429). tellonce retries with
-  backoff, always with the same idempotency key.
+  backoff, always with the same idempotency key. Its `ClosedError` says the system is closed
+  (availability window, maintenance) until a known time: tellonce waits without counting it.
 * `RejectedError` — the system refused for good; carries a reason a resident can read,
   in English and French.
 * `NeedsAttentionError` — the system wants a person to look (e.g. a name mismatch);
@@ -19,12 +22,18 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from bundles.models import LocalizedText
+
+if TYPE_CHECKING:
+    import httpx
+
+    from adapters.availability import Availability
+    from infra.settings import Settings
 
 Operation = Literal["submit", "compensate", "status"]
 
@@ -136,6 +145,17 @@ class TransientError(AdapterError):
         self.retry_after = retry_after
 
 
+class ClosedError(TransientError):
+    """The system is closed (a daily availability window or planned maintenance) until `retry_after`.
+
+    Not a failure: nothing was sent, so tellonce waits until the system opens without counting
+    an attempt or burning the step's retries.
+    """
+
+    def __init__(self, code: str = "closed", *, reopens_in: timedelta, detail: str = "") -> None:
+        super().__init__(code, SYSTEM_CLOSED, detail=detail, retry_after=reopens_in)
+
+
 class RejectedError(AdapterError):
     """The system refused the request for good; `message` tells the resident why."""
 
@@ -150,6 +170,60 @@ TEMPORARILY_UNAVAILABLE = LocalizedText(
 )
 
 
+SYSTEM_CLOSED = LocalizedText(
+    en="The program's system is closed at this hour; we will send your request as soon as it opens.",
+    fr="Le système du programme est fermé à cette heure; nous enverrons votre demande dès son ouverture.",
+)
+
+
+class AsyncReply(BaseModel):
+    """A legacy system's later answer to a request that was only acknowledged (`pending_reply`).
+
+    `correlation_id` is the request's idempotency key; `reply_id` identifies this answer (e.g.
+    `<reply file>:<line>`) so that reading the same reply twice applies it once.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    correlation_id: str
+    reply_id: str
+    outcome: Literal["accepted", "rejected", "needs_attention"]
+    reference: str | None = Field(default=None, description="The system's reference; no personal data.")
+    code: str | None = Field(default=None, description="The system's reason code when not accepted.")
+    message: LocalizedText | None = None
+
+
+class ReplyBatch(BaseModel):
+    """Replies read from one unit of a legacy system's output (a reply file), not yet acknowledged.
+
+    `problems` names lines that could not be read (line number and a code, never their content):
+    such a line's request gets no reply and reaches its step's reply deadline, where an operator looks.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    receipt: str = Field(min_length=1, description="What `acknowledge` needs to mark the unit as read.")
+    replies: tuple[AsyncReply, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+class PolledReplies(abc.ABC):
+    """Mixin of adapters whose system answers later in output that tellonce must fetch (batch files).
+
+    tellonce calls `fetch_replies` periodically, hands every reply to its bundle, and only then
+    calls `acknowledge` for the batch: a crash in between means the batch is read again, and its
+    replies (same `reply_id`) are applied once.
+    """
+
+    @abc.abstractmethod
+    async def fetch_replies(self, ctx: CallContext) -> list[ReplyBatch]:
+        """Read the reply units waiting at the system, oldest first, without consuming them."""
+
+    @abc.abstractmethod
+    async def acknowledge(self, ctx: CallContext, receipt: str) -> None:
+        """Mark a reply unit as read (idempotent: acknowledging twice is harmless)."""
+
+
 class Adapter(abc.ABC):
     """One legacy system. Subclasses set `system` and implement `submit`.
 
@@ -158,6 +232,18 @@ class Adapter(abc.ABC):
     """
 
     system: ClassVar[str]
+    availability: Availability | None = None
+    """When the system is open; None for always. Set per deployment from settings (`from_settings`)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http_client: httpx.AsyncClient | None = None) -> Self:
+        """The adapter as a deployment configures it (endpoints, credentials, availability).
+
+        Args:
+            settings: The deployment's settings (`Settings.legacy_system(cls.system)` for its own).
+            http_client: An httpx client to share, for adapters that speak HTTP; the caller closes it.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not say how settings configure it")
 
     @abc.abstractmethod
     async def submit(self, ctx: CallContext, request: StepRequest) -> SubmitResult:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 BUNDLE_ID_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
@@ -72,17 +72,76 @@ class ConsentPurpose(Frozen):
     notice: LocalizedText
 
 
+class DateWindow(Frozen):
+    """How far from the day of submission a date may lie, in calendar months."""
+
+    months_behind: int | None = Field(
+        default=None, ge=0, le=120, description="How far back the date may be; None for no limit."
+    )
+    months_ahead: int | None = Field(
+        default=None, ge=0, le=120, description="How far ahead the date may be; None for no limit."
+    )
+
+
 class SubmissionRule(Frozen):
     """A bundle's own constraint on one submission field, checked after its schema.
 
     A schema serves several bundles; a rule narrows it for one of them, e.g. `newborn-on`
-    registers only births in Ontario.
+    registers only births in Ontario, and `address-change-on` takes an effective date from
+    12 months back to 6 months ahead, the widest window its programs accept.
+    Exactly one of `one_of` and `date_within` is given.
     """
 
     field: str = Field(min_length=1, description="Dotted path of the field the rule checks.")
-    one_of: tuple[str, ...] = Field(min_length=1)
+    one_of: tuple[str, ...] | None = Field(default=None, min_length=1)
+    date_within: DateWindow | None = Field(
+        default=None, description="The field is an ISO date that must lie within this window."
+    )
     code: str = Field(pattern=STEP_ID_PATTERN, description="Stable error code reported when it fails.")
     message: LocalizedText
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SubmissionRule:
+        if (self.one_of is None) == (self.date_within is None):
+            raise ValueError("a submission rule has exactly one of 'one_of' and 'date_within'")
+        return self
+
+
+class Condition(Frozen):
+    """A submission field holds one of the listed values (compared case-insensitively)."""
+
+    field: str = Field(min_length=1)
+    one_of: tuple[str, ...] = Field(min_length=1)
+
+
+class StepVariant(Frozen):
+    """Who receives a step when a condition holds, e.g. the new address's municipality.
+
+    The first variant whose condition holds replaces the step's own `adapter`, `organization`
+    and (when given) `program`; the rest of the step (fields, consent, policy) is shared.
+    """
+
+    when: Condition
+    adapter: str = Field(min_length=1)
+    organization: LocalizedText
+    program: LocalizedText | None = None
+
+
+class EffectiveDate(Frozen):
+    """A step carries a change that takes effect on a date of the submission.
+
+    Systems differ in how far ahead they take a change: CRA takes an address up to 6 months
+    ahead, others only from the day itself. A date further ahead than `months_ahead` holds the
+    step, durably, until the system will take it.
+    """
+
+    field: str = Field(min_length=1, description="Dotted path of the ISO date the change takes effect.")
+    months_ahead: int | None = Field(
+        default=None,
+        ge=0,
+        le=120,
+        description="How far ahead of the date the system takes it; 0: not before the day; None: any.",
+    )
 
 
 class StepDefinition(Frozen):
@@ -141,6 +200,17 @@ class StepDefinition(Frozen):
         description="How long the step waits for what it `awaits` before an operator is asked.",
     )
     compensation: CompensationSpec | None = None
+    variants: tuple[StepVariant, ...] = Field(
+        default=(),
+        description=(
+            "Receivers chosen by the submission, first match wins. When none matches, the step is "
+            "skipped with `no_variant` guidance (required, then, unless the step is optional)."
+        ),
+    )
+    no_variant: LocalizedText | None = Field(
+        default=None, description="Guidance shown when no variant applies (e.g. contact your municipality)."
+    )
+    effective_date: EffectiveDate | None = None
     without_consent: LocalizedText | None = Field(
         default=None, description="Guidance shown when the resident did not consent (apply directly)."
     )
@@ -164,6 +234,18 @@ class BundleDefinition(Frozen):
     consent_purposes: dict[str, ConsentPurpose] = Field(default_factory=dict)
     submission_rules: tuple[SubmissionRule, ...] = Field(
         default=(), description="Constraints this bundle adds to its submission schema."
+    )
+    timezone: str = Field(
+        default="America/Toronto", description="Where the bundle's dates (effective dates) are reckoned."
+    )
+    roll_back_on_failure: Literal["before_pivot", "always"] = Field(
+        default="before_pivot",
+        description=(
+            "`before_pivot`: a required step's failure rolls back reversible steps only until the pivot "
+            "is done; after it, failures go to an operator (a birth stays registered). `always`: a "
+            "required step's failure rolls back every reversible step done, before or after the pivot "
+            "(an address change reaches all required programs or none)."
+        ),
     )
     steps: tuple[StepDefinition, ...] = Field(min_length=1)
 

@@ -6,16 +6,26 @@ workflow's input so the definition version in force at submission is fixed in it
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from bundles.models import BundleDefinition, Frozen, Level, LocalizedText, RetrySpec, StepDefinition
+from bundles.models import (
+    BundleDefinition,
+    Frozen,
+    Level,
+    LocalizedText,
+    RetrySpec,
+    StepDefinition,
+    StepVariant,
+)
 
 _MISSING = object()
 
@@ -25,6 +35,7 @@ class SkipReason(StrEnum):
 
     NO_CONSENT = "no_consent"
     NOT_ELIGIBLE = "not_eligible"
+    NO_VARIANT = "no_variant"
 
 
 class PlannedStep(Frozen):
@@ -43,8 +54,22 @@ class PlannedStep(Frozen):
         default=False,
         description="True when the step may run before the pivot is done (so it can be rolled back).",
     )
+    failure_rolls_back: bool = Field(
+        default=False,
+        description=(
+            "True when this required step's failure rolls the bundle back even after the pivot "
+            "(the definition's `roll_back_on_failure: always`)."
+        ),
+    )
     compensable: bool = False
     on_compensated: LocalizedText | None = None
+    not_before: datetime | None = Field(
+        default=None,
+        description=(
+            "Earliest time the request may be sent: the system takes an effective-dated change only "
+            "so far ahead of its date."
+        ),
+    )
     retry: RetrySpec = RetrySpec()
     call_timeout: timedelta = timedelta(seconds=30)
     deadline: timedelta = timedelta(hours=24)
@@ -131,7 +156,8 @@ def resolve_plan(
     """Resolve a validated submission (JSON-mode dict) into the plan its bundle executes.
 
     A step whose consent purpose was not granted, or whose eligibility rule does not hold,
-    is planned as skipped and receives no data at all.
+    is planned as skipped and receives no data at all. A step with variants goes to the receiver
+    the submission selects (e.g. the new address's municipality), or is skipped when none applies.
     """
     after_pivot = steps_after_pivot(definition)
     return BundlePlan(
@@ -140,10 +166,42 @@ def resolve_plan(
         definition_digest=definition_digest(definition),
         jurisdiction=definition.jurisdiction,
         steps=tuple(
-            _plan_step(step, submission, consents, before_pivot=step.id not in after_pivot)
+            _plan_step(
+                step,
+                submission,
+                consents,
+                before_pivot=step.id not in after_pivot,
+                always_rolls_back=definition.roll_back_on_failure == "always",
+                zone=ZoneInfo(definition.timezone),
+            )
             for step in definition.steps
         ),
     )
+
+
+def matches(value: Any, one_of: tuple[str, ...]) -> bool:
+    """Whether a submitted value is one of the listed ones (trimmed, case-insensitive)."""
+    return value is not None and str(value).strip().casefold() in {v.casefold() for v in one_of}
+
+
+def not_before(step: StepDefinition, submission: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
+    """When a step's effective-dated change may first be sent (None: at once).
+
+    Its system takes the change at most `months_ahead` months before the date it takes effect,
+    from midnight in the bundle's time zone.
+    """
+    rule = step.effective_date
+    if rule is None or rule.months_ahead is None:
+        return None
+    raw = lookup(submission, rule.field)
+    if raw is None:
+        return None
+    effective = date.fromisoformat(str(raw))
+    index = effective.year * 12 + effective.month - 1 - rule.months_ahead
+    year, month = divmod(index, 12)
+    last_day = calendar.monthrange(year, month + 1)[1]
+    earliest = date(year, month + 1, min(effective.day, last_day))
+    return datetime.combine(earliest, time(0), zone)
 
 
 def _plan_step(
@@ -152,27 +210,42 @@ def _plan_step(
     consents: Mapping[str, bool],
     *,
     before_pivot: bool,
+    always_rolls_back: bool,
+    zone: ZoneInfo,
 ) -> PlannedStep:
     skip: SkipReason | None = None
     skip_message: LocalizedText | None = None
+    adapter, organization, program = step.adapter, step.organization, step.program
+    variant: StepVariant | None = None
+    if step.variants:
+        variant = next(
+            (v for v in step.variants if matches(lookup(submission, v.when.field), v.when.one_of)), None
+        )
+        if variant is not None:
+            adapter, organization = variant.adapter, variant.organization
+            program = variant.program or program
     if step.consent is not None and not consents.get(step.consent, False):
         skip, skip_message = SkipReason.NO_CONSENT, step.without_consent
     elif step.eligibility is not None:
         value = lookup(submission, step.eligibility.field)
         if value is None or str(value) not in step.eligibility.one_of:
             skip, skip_message = SkipReason.NOT_ELIGIBLE, step.eligibility.guidance
+    elif step.variants and variant is None:
+        skip, skip_message = SkipReason.NO_VARIANT, step.no_variant
     return PlannedStep(
         id=step.id,
-        program=step.program,
-        organization=step.organization,
+        program=program,
+        organization=organization,
         level=step.level,
-        system=step.adapter,
+        system=adapter,
         needs=step.needs,
         references=step.references,
         optional=step.optional,
         pivot=step.pivot,
         before_pivot=before_pivot,
+        failure_rolls_back=always_rolls_back and not step.optional,
         compensable=step.compensation is not None,
+        not_before=None if skip else not_before(step, submission, zone),
         on_compensated=step.compensation.description if step.compensation else None,
         retry=step.retry,
         call_timeout=step.call_timeout,

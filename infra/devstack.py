@@ -270,16 +270,17 @@ def services(settings: Settings) -> list[list[Service]]:
                 lambda: _kafka_ready(settings),
                 [("kafka", f"{host}:{port('kafka')}")],
             ),
+        ],
+        [
+            # After Kafka: the sandbox's message-queue systems read and answer legacy topics.
             Service(
                 "sandbox",
                 [sys.executable, "-m", "infra.sandbox", "--host", host, "--port", str(port("sandbox"))],
-                {"sandbox": port("sandbox")},
+                {"sandbox": port("sandbox"), "sandbox-sftp": port("sandbox-sftp")},
                 lambda: _http_ok(f"{sandbox_url}/sandbox/systems"),
-                [("sandbox", sandbox_url)],
+                [("sandbox", sandbox_url), ("sandbox-sftp", f"sftp://{host}:{port('sandbox-sftp')}")],
                 child_env,
             ),
-        ],
-        [
             Service("worker", [*tellonce, "worker"], {}, temporal.worker_polling, [], child_env),
             Service(
                 "api",
@@ -304,7 +305,9 @@ def services(settings: Settings) -> list[list[Service]]:
     ]
 
 
-ADDRESS_ORDER = ("portal", "api", "ops", "temporal-ui", "temporal", "kafka", "streams", "sandbox")
+ADDRESS_ORDER = (
+    "portal", "api", "ops", "temporal-ui", "temporal", "kafka", "streams", "sandbox", "sandbox-sftp"
+)  # fmt: skip
 """The order of the `name: address` lines (DESIGN.md contract)."""
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.availability import CRA_ONLINE_HOURS, Availability
 from workflows.names import (
     TOPIC_BIRTH_NOTICES,
     TOPIC_BIRTH_NOTICES_DLQ,
@@ -25,6 +27,7 @@ PORT_OFFSETS: dict[str, int] = {
     "api": 800,
     "sandbox": 801,
     "streams": 802,
+    "sandbox-sftp": 803,
     "temporal": 33,
     "temporal-http": 43,
     "temporal-metrics": 1034,
@@ -32,6 +35,36 @@ PORT_OFFSETS: dict[str, int] = {
     "kafka": 1892,
 }
 """Each service's port is `port_base` plus its offset (base 7200: Temporal 7233, UI 8233, Kafka 9092)."""
+
+
+class LegacySystemSettings(BaseModel):
+    """How one legacy system is reached and how hard tellonce may press it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rate_limit_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Most calls per second to this system across every worker (Temporal's task-queue "
+            "activity rate); None for no limit."
+        ),
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="Most calls in flight at once per worker process."
+    )
+    availability: Availability | None = Field(
+        default=None, description="When the system is open; None for always."
+    )
+    url: str | None = Field(
+        default=None, description="The system's endpoint; default the legacy sandbox's endpoint for it."
+    )
+
+
+DEFAULT_LEGACY_SYSTEMS: dict[str, LegacySystemSettings] = {
+    system: LegacySystemSettings(availability=CRA_ONLINE_HOURS) for system in ("cra-aba", "cra-address")
+}
+"""CRA's systems close every night 03:00-06:00 Eastern; the rest are open and unthrottled by default."""
 
 
 class Settings(BaseSettings):
@@ -93,6 +126,35 @@ class Settings(BaseSettings):
 
     access_code_secret: SecretStr = SecretStr(DEV_ACCESS_CODE_SECRET)
 
+    legacy_systems: dict[str, LegacySystemSettings] = Field(
+        default_factory=lambda: dict(DEFAULT_LEGACY_SYSTEMS),
+        description=(
+            "Per legacy system: rate limit, concurrency, availability calendar, endpoint. JSON in "
+            "TELLONCE_LEGACY_SYSTEMS replaces the defaults as a whole."
+        ),
+    )
+    batch_transport: Literal["sftp", "directory"] = Field(
+        default="sftp", description="How batch-file systems exchange files: SFTP, or a shared directory."
+    )
+    batch_directory: Path | None = Field(
+        default=None, description="Root of the shared batch directory; default <data_dir>/sandbox/batch."
+    )
+    sftp_host: str | None = Field(default=None, description="Batch SFTP server; default the sandbox's.")
+    sftp_port: int | None = None
+    sftp_username: str = "tellonce"
+    sftp_password: SecretStr | None = Field(
+        default=SecretStr("local-development-only-sftp-password"),
+        description="Password of the SFTP account (or use a key file).",
+    )
+    sftp_client_key: Path | None = None
+    sftp_known_hosts: Path | None = Field(
+        default=None,
+        description="known_hosts file pinning the SFTP server's key; None trusts any (dev only).",
+    )
+    batch_poll_interval: timedelta = Field(
+        default=timedelta(seconds=30), description="How often tellonce looks for batch reply files."
+    )
+
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
 
@@ -111,6 +173,14 @@ class Settings(BaseSettings):
             and self.correlation_secret.get_secret_value() == DEV_CORRELATION_SECRET
         ):
             raise ValueError("TELLONCE_CORRELATION_SECRET must be set to a secret of your own in production")
+        if (
+            self.environment == "production"
+            and self.batch_transport == "sftp"
+            and self.sftp_known_hosts is None
+        ):
+            raise ValueError(
+                "TELLONCE_SFTP_KNOWN_HOSTS must pin the batch SFTP server's host key in production"
+            )
         if self.environment == "production" and self.kafka_bootstrap is None:
             # Bundles finish only once their status events are out: a Kafka that silently meant
             # the embedded broker's address would leave every bundle open.
@@ -120,6 +190,20 @@ class Settings(BaseSettings):
     def port(self, service: str) -> int:
         """The port of one service of the local stack."""
         return self.port_base + PORT_OFFSETS[service]
+
+    def legacy_system(self, system: str) -> LegacySystemSettings:
+        """One legacy system's settings (defaults when it has none of its own)."""
+        return self.legacy_systems.get(system) or LegacySystemSettings()
+
+    @cached_property
+    def batch_root(self) -> Path:
+        """Root of the shared batch directory (the sandbox's under the data dir by default)."""
+        return self.batch_directory or self.data_dir / "sandbox" / "batch"
+
+    @cached_property
+    def sftp_target(self) -> tuple[str, int]:
+        """host and port of the batch SFTP server."""
+        return self.sftp_host or self.host, self.sftp_port or self.port("sandbox-sftp")
 
     @cached_property
     def temporal_target(self) -> str:

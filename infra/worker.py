@@ -82,7 +82,7 @@ def build_workers(
 async def run_worker(settings: Settings) -> None:
     """Run every worker until cancelled, then close the adapters' and the event producer's connections."""
     client = await connect(settings)
-    adapters = build_adapters(settings.sandbox_base_url)
+    adapters = build_adapters(settings)
     # Consumers de-duplicate by event id either way; idempotence only spares them the work.
     publisher = (
         KafkaEventPublisher(settings, idempotent=settings.idempotent_producer)

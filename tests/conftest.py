@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from infra.settings import Settings
 from infra.temporal import DATA_CONVERTER
 from workflows.names import SEARCH_ATTRIBUTES
 
@@ -114,25 +117,66 @@ async def own_time_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
 
 
+@dataclass(frozen=True)
+class SandboxProcess:
+    """The legacy sandbox of the session: its HTTP URL, its SFTP server and where it keeps files."""
+
+    url: str
+    sftp_port: int
+    data_dir: Path
+    kafka_port: int
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings whose adapters reach this sandbox, with no availability calendar (tests run any hour)."""
+        values: dict[str, Any] = {
+            "environment": "test",
+            "sandbox_url": self.url,
+            "sftp_port": self.sftp_port,
+            "sftp_host": "127.0.0.1",
+            "data_dir": self.data_dir,
+            "kafka_bootstrap": f"127.0.0.1:{self.kafka_port}",
+            "kafka_idempotent_producer": False,
+            "legacy_systems": {},
+            **overrides,
+        }
+        return Settings(**values)
+
+
 @pytest.fixture(scope="session")
-def sandbox_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The legacy sandbox, a separate process, on a free port."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("sandbox") / "sandbox.log"
+def sandbox(tmp_path_factory: pytest.TempPathFactory, kafka_port: int) -> Iterator[SandboxProcess]:
+    """The legacy sandbox, a separate process on free ports, with its SFTP server and MQ systems."""
+    port, sftp_port = free_port(), free_port()
+    data_dir = tmp_path_factory.mktemp("sandbox-data")
+    log = data_dir / "sandbox.log"
+    env = {
+        **os.environ,
+        "TELLONCE_LOG_FORMAT": "json",
+        "TELLONCE_ENVIRONMENT": "test",
+        "TELLONCE_DATA_DIR": str(data_dir),
+        "TELLONCE_SFTP_PORT": str(sftp_port),
+        "TELLONCE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+        "TELLONCE_KAFKA_IDEMPOTENT_PRODUCER": "false",
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infra.sandbox", "--host", "127.0.0.1", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TELLONCE_LOG_FORMAT": "json"},
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/sandbox/systems")
-        yield url
+        yield SandboxProcess(url=url, sftp_port=sftp_port, data_dir=data_dir, kafka_port=kafka_port)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(sandbox: SandboxProcess) -> str:
+    """The legacy sandbox's HTTP base URL."""
+    return sandbox.url
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ error: a value may be a Social Insurance Number.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bundles.messages import message_for
-from bundles.models import BundleDefinition, LocalizedText
+from bundles.models import BundleDefinition, LocalizedText, SubmissionRule
 from bundles.plan import lookup
 from bundles.submissions.registry import SUBMISSION_SCHEMAS
 from bundles.validators import safe_path, toronto_today
@@ -77,15 +78,36 @@ def _consent_errors(definition: BundleDefinition, raw: Mapping[str, Any]) -> lis
     ]
 
 
+def _rule_holds(rule: SubmissionRule, value: Any, today: date) -> bool:
+    if rule.one_of is not None:
+        return str(value).strip().upper() in {v.upper() for v in rule.one_of}
+    window = rule.date_within
+    assert window is not None  # the model requires one kind of rule
+    try:
+        day = date.fromisoformat(str(value))
+    except ValueError:
+        return False
+    if window.months_behind is not None and day < add_months(today, -window.months_behind):
+        return False
+    return window.months_ahead is None or day <= add_months(today, window.months_ahead)
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` calendar months later (or earlier), clamped to the month's last day."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
 def _rule_errors(
-    definition: BundleDefinition, data: Mapping[str, Any], already: set[str]
+    definition: BundleDefinition, data: Mapping[str, Any], already: set[str], today: date
 ) -> list[FieldError]:
     errors: list[FieldError] = []
     for rule in definition.submission_rules:
         if rule.field in already:
             continue  # the field is already wrong in itself; one message per field is enough
         value = lookup(data, rule.field)
-        if value is not None and str(value).strip().upper() not in {v.upper() for v in rule.one_of}:
+        if value is not None and not _rule_holds(rule, value, today):
             errors.append(FieldError(path=rule.field, code=rule.code, message=rule.message))
     return errors
 
@@ -125,7 +147,7 @@ def validate_submission(
     if isinstance(raw, Mapping):
         errors.extend(_consent_errors(definition, raw))
         checked = model.model_dump(mode="json") if model is not None else raw
-        errors.extend(_rule_errors(definition, checked, {e.path for e in errors}))
+        errors.extend(_rule_errors(definition, checked, {e.path for e in errors}, today))
     if errors or model is None:
         raise SubmissionInvalid(errors)
 

@@ -9,8 +9,9 @@ commits before its answer is lost on the way back.
 # dependencies are local to the router factories.
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -20,7 +21,11 @@ from fastapi.responses import JSONResponse
 
 from bundles.models import LocalizedText
 from infra.logging import configure_logging
+from infra.sandbox.batch import BatchExchange
 from infra.sandbox.faults import Fault, FaultState, FaultUpdate, utcnow
+from infra.sandbox.frontends import Frontend
+from infra.sandbox.mq import MqResponder
+from infra.sandbox.soap import soap_routes
 from infra.sandbox.systems import CANCELLED, Answer, LedgerOperation, SystemState, fresh_states
 from infra.settings import Settings
 
@@ -132,13 +137,35 @@ async def write(
     return await answer(state, key, result, replayed=replayed is not None)
 
 
-def create_app() -> FastAPI:
-    """Build a sandbox app with every system empty and no faults."""
+def create_app(settings: Settings | None = None, *, frontends: bool = True) -> FastAPI:
+    """Build a sandbox app with every system empty and no faults.
+
+    Args:
+        settings: Where the protocol frontends listen (SFTP port, Kafka); default from the environment.
+        frontends: Start the SFTP and message-queue frontends with the app (off for HTTP-only tests).
+    """
+    settings = settings or Settings()
     states = fresh_states()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        started: list[Frontend] = []
+        try:
+            if frontends:
+                for frontend in protocol_frontends(states, settings):
+                    await frontend.start()
+                    started.append(frontend)
+                    log.info("sandbox.frontend_started", frontend=frontend.name)
+            yield
+        finally:
+            for frontend in reversed(started):
+                await frontend.stop()
+
     app = FastAPI(
         title="tellonce legacy sandbox",
         description="Simulated legacy systems for development, demos and tests. Never in production.",
         version="1",
+        lifespan=lifespan,
     )
 
     async def unknown_system(_request: Request, _exc: Exception) -> JSONResponse:
@@ -146,6 +173,7 @@ def create_app() -> FastAPI:
 
     app.add_exception_handler(UnknownSystemError, unknown_system)
     app.include_router(system_routes(lookup(states)))
+    app.include_router(soap_routes(states))
     app.include_router(admin_routes(states, lookup(states)), prefix="/sandbox")
     return app
 
@@ -254,6 +282,11 @@ def admin_routes(states: dict[str, SystemState], system_state: Callable[[str], S
     return router
 
 
+def protocol_frontends(states: dict[str, SystemState], settings: Settings) -> list[Frontend]:
+    """The sandbox's non-HTTP servers: batch files over SFTP, and message-queue systems on Kafka."""
+    return [BatchExchange(states, settings), MqResponder(states, settings)]
+
+
 def serve(host: str, port: int) -> None:
     """Run the sandbox in this process until interrupted (what `tellonce sandbox` calls)."""
     settings = Settings()
@@ -263,4 +296,4 @@ def serve(host: str, port: int) -> None:
         log.error("sandbox.refused", reason="the legacy sandbox never runs in production")
         raise SystemExit(2)
     log.info("sandbox.starting", host=host, port=port)
-    uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)

@@ -13,6 +13,7 @@ from adapters.registry import ADAPTER_TYPES, build_adapters
 from adapters.samples import NEWBORN_FIELDS
 from adapters.sdk import StepRequest
 from infra.sandbox.client import SandboxAdmin
+from infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ async def test_run_contract_runs_every_applicable_check(sandbox_url: str, admin:
 async def test_a_newborn_fans_out_through_every_adapter(sandbox_url: str, admin: SandboxAdmin) -> None:
     """Registration first, then its number reaches the programs that need it; fees are charged once."""
     bundle = f"fanout-{uuid.uuid4().hex[:12]}"
-    adapters = build_adapters(sandbox_url)
+    adapters = build_adapters(Settings(environment="test", sandbox_url=sandbox_url, legacy_systems={}))
     try:
         fields: dict[str, Any] = {k: v for k, v in SAMPLE.fields.items() if k != "references"}
         registered = await adapters["on-registrar-births"].submit(

@@ -150,7 +150,7 @@ async def stack_for(
     app = create_app(settings, intake=intake)
     async with AsyncExitStack() as stack:
         if workers:
-            adapters = build_adapters(sandbox_url)
+            adapters = build_adapters(settings.model_copy(update={"legacy_systems": {}}))
             publisher = KafkaEventPublisher(settings, idempotent=False)
             stack.push_async_callback(publisher.close)
             for worker in build_workers(

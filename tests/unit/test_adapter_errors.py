@@ -29,6 +29,7 @@ from adapters.sdk import (
     StepRequest,
     TransientError,
 )
+from infra.settings import Settings
 
 BASE = "http://legacy.test"
 SIN = "046454286"  # the CRA's published sample SIN: synthetic, but treated as personal data here
@@ -308,7 +309,7 @@ async def test_other_systems_cannot_compensate() -> None:
 
 async def test_an_injected_client_is_left_open_and_an_own_client_is_closed() -> None:
     shared = httpx.AsyncClient(transport=httpx.MockTransport(answer(201, {"reference": "x"})))
-    adapters = build_adapters(BASE, shared)
+    adapters = build_adapters(Settings(sandbox_url=BASE), shared)
     for adapter in adapters.values():
         await adapter.aclose()
     assert not shared.is_closed
@@ -328,7 +329,7 @@ def test_registry_names_the_five_systems() -> None:
         "resp-referral",
     } == KNOWN_ADAPTERS
     assert all(ADAPTER_TYPES[system].system == system for system in KNOWN_ADAPTERS)
-    assert set(build_adapters(BASE)) == KNOWN_ADAPTERS
+    assert set(build_adapters(Settings(sandbox_url=BASE))) == KNOWN_ADAPTERS
 
 
 # --- field mapping ---------------------------------------------------------------------------

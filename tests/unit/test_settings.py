@@ -12,6 +12,7 @@ PRODUCTION = {
     "access_code_secret": "a-production-access-code-secret",
     "correlation_secret": "a-production-correlation-secret",
     "kafka_bootstrap": "kafka-1.internal:9093,kafka-2.internal:9093",
+    "sftp_known_hosts": "/etc/tellonce/known_hosts",
 }
 
 
@@ -27,6 +28,7 @@ def test_a_complete_production_configuration_is_accepted() -> None:
         ("access_code_secret", "TELLONCE_ACCESS_CODE_SECRET"),
         ("correlation_secret", "TELLONCE_CORRELATION_SECRET"),
         ("kafka_bootstrap", "TELLONCE_KAFKA_BOOTSTRAP"),
+        ("sftp_known_hosts", "TELLONCE_SFTP_KNOWN_HOSTS"),
     ],
 )
 def test_production_refuses_development_defaults(missing: str, named: str) -> None:
