@@ -15,7 +15,7 @@ from activities.notices import NoticeActivities
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
 from adapters.sdk import Adapter
-from infra.settings import Settings
+from infra.settings import LegacySystemSettings, Settings
 from infra.temporal import connect
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
@@ -34,6 +34,7 @@ def build_workers(
     event_publisher: EventPublisher | None = None,
     correlation_secret: bytes,
     upsert_search_attributes: bool = True,
+    legacy_systems: Mapping[str, LegacySystemSettings] | None = None,
 ) -> list[Worker]:
     """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
 
@@ -41,7 +42,10 @@ def build_workers(
     `correlation_secret` (`upsert_search_attributes` is off only on the time-skipping server).
     With an `event_publisher`, one more worker publishes status events on the events queue, apart
     from the legacy calls: a broker outage then holds only event slots, never a system's.
+    `legacy_systems` caps each system: calls per second across every worker (enforced by the
+    Temporal server for the system's task queue) and calls in flight per worker process.
     """
+    limits = legacy_systems or {}
     activities = BundleActivities(adapters)
     notices = NoticeActivities(
         client,
@@ -58,15 +62,17 @@ def build_workers(
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         )
     ]
-    workers += [
-        Worker(
-            client,
-            task_queue=legacy_task_queue(task_queue_prefix, system),
-            activities=[activities.invoke_step, activities.compensate_step],
-            max_concurrent_activities=max_concurrent_activities,
+    for system in adapters:
+        limit = limits.get(system) or LegacySystemSettings()
+        workers.append(
+            Worker(
+                client,
+                task_queue=legacy_task_queue(task_queue_prefix, system),
+                activities=[activities.invoke_step, activities.compensate_step],
+                max_concurrent_activities=limit.max_concurrent or max_concurrent_activities,
+                max_task_queue_activities_per_second=limit.rate_limit_per_s,
+            )
         )
-        for system in adapters
-    ]
     if event_publisher is not None:
         workers.append(
             Worker(
@@ -97,6 +103,7 @@ async def run_worker(settings: Settings) -> None:
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         event_publisher=publisher,
+        legacy_systems=settings.legacy_systems,
     )
     log.info(
         "worker.started",
