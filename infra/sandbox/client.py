@@ -77,7 +77,8 @@ class SandboxAdmin:
 
     async def set_faults(self, system: str, **faults: Any) -> dict[str, Any]:
         """Merge-update a system's faults (`down`, `down_for_s`, `error_rate`, `fail_next`,
-        `latency_ms`, `reject_when`, `review_when`, `rate_limit_per_s`, `key_prefix`).
+        `latency_ms`, `reject_when`, `review_when`, `rate_limit_per_s`, `maintenance_for_s`,
+        `malformed_replies`, `drop_replies`, `key_prefix`).
 
         Returns:
             The system as `system()` shows it after the update.

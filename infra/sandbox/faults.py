@@ -59,6 +59,22 @@ class FaultUpdate(BaseModel):
     reject_when: FieldRule | None = Field(default=None, description="422 with `{code, message}`.")
     review_when: FieldRule | None = Field(default=None, description="409: a person must look.")
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=10_000, description="429 above this rate.")
+    maintenance_for_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description=(
+            "Closed for planned maintenance for this many seconds from now: 503 with code "
+            "`closed_for_maintenance` and a Retry-After at the reopening time."
+        ),
+    )
+    malformed_replies: bool | None = Field(
+        default=None,
+        description="Systems that answer later (batch files, message queues) garble their replies.",
+    )
+    drop_replies: bool | None = Field(
+        default=None, description="Systems that answer later accept requests but never reply."
+    )
     key_prefix: str | None = Field(
         default=None,
         min_length=1,
@@ -86,6 +102,10 @@ INTERNAL_ERROR = LocalizedText(
     en="The system had an internal error.",
     fr="Le système a eu une erreur interne.",
 )
+CLOSED = LocalizedText(
+    en="The system is closed for planned maintenance.",
+    fr="Le système est fermé pour un entretien planifié.",
+)
 TOO_MANY_REQUESTS = LocalizedText(
     en="Too many requests. Slow down.",
     fr="Trop de demandes. Ralentissez.",
@@ -105,6 +125,9 @@ class FaultState:
         self.review_when: FieldRule | None = None
         self.rate_limit_per_s: float | None = None
         self.key_prefix: str | None = None
+        self.maintenance_until: datetime | None = None
+        self.malformed_replies = False
+        self.drop_replies = False
         self._tokens = 0.0
         self._refilled_at = 0.0
 
@@ -137,6 +160,17 @@ class FaultState:
             self._refilled_at = time.monotonic()
         if "key_prefix" in present:
             self.key_prefix = update.key_prefix
+        self._update_schedule_and_replies(update, now)
+
+    def _update_schedule_and_replies(self, update: FaultUpdate, now: datetime) -> None:
+        present = update.model_fields_set
+        if "maintenance_for_s" in present:
+            seconds = update.maintenance_for_s
+            self.maintenance_until = None if seconds is None else now + timedelta(seconds=seconds)
+        if "malformed_replies" in present:
+            self.malformed_replies = bool(update.malformed_replies)
+        if "drop_replies" in present:
+            self.drop_replies = bool(update.drop_replies)
 
     def applies_to(self, idempotency_key: str | None) -> bool:
         """Whether faults apply to a request carrying this key."""
@@ -150,6 +184,9 @@ class FaultState:
 
     def check(self, now: datetime) -> Fault | None:
         """The failure to answer with before processing, if any (consumes counters and tokens)."""
+        if self.maintenance_until is not None and now < self.maintenance_until:
+            reopens_in = max(1, math.ceil((self.maintenance_until - now).total_seconds()))
+            return Fault(status=503, code="closed_for_maintenance", message=CLOSED, retry_after_s=reopens_in)
         if self.is_down(now):
             retry_after = None
             if not self.down and self.down_until is not None:
@@ -195,6 +232,13 @@ class FaultState:
             "review_when": self.review_when.model_dump(mode="json") if self.review_when else None,
             "rate_limit_per_s": self.rate_limit_per_s,
             "key_prefix": self.key_prefix,
+            "maintenance_until": (
+                self.maintenance_until.isoformat()
+                if self.maintenance_until and self.maintenance_until > now
+                else None
+            ),
+            "malformed_replies": self.malformed_replies,
+            "drop_replies": self.drop_replies,
         }
 
 
