@@ -47,6 +47,8 @@ class ErrorDetails(BaseModel):
 
 
 STEP_TRANSIENT = "StepTransient"
+STEP_CLOSED = "StepClosed"
+"""The system is closed (availability window, maintenance) until `ErrorDetails.retry_after`: nothing sent."""
 STEP_REJECTED = "StepRejected"
 STEP_NEEDS_ATTENTION = "StepNeedsAttention"
 UNKNOWN_SYSTEM = "UnknownSystem"

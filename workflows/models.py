@@ -90,7 +90,9 @@ class BundleInput(Model):
     )
 
 
-ErrorKind = Literal["transient", "rejected", "needs_attention", "timeout", "no_reply", "compensation"]
+ErrorKind = Literal[
+    "transient", "closed", "rejected", "needs_attention", "timeout", "no_reply", "compensation"
+]
 
 
 class StepError(Model):

@@ -419,5 +419,7 @@ class SystemState:
 
 
 def fresh_states() -> dict[str, SystemState]:
-    """Every system, empty, as a new sandbox process starts."""
-    return {spec.id: SystemState(spec) for spec in SYSTEMS}
+    """Every system, empty, as a new sandbox process starts: the built-in ones and those configured."""
+    from infra.sandbox.configured import configured_specs  # noqa: PLC0415 - it imports this module
+
+    return {spec.id: SystemState(spec) for spec in (*SYSTEMS, *configured_specs())}
