@@ -16,6 +16,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
+        STEP_CLOSED,
         STEP_NEEDS_ATTENTION,
         STEP_REJECTED,
         ErrorDetails,
@@ -79,7 +80,7 @@ COMPENSATION_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=10,
-    non_retryable_error_types=[STEP_REJECTED, STEP_NEEDS_ATTENTION],
+    non_retryable_error_types=[STEP_REJECTED, STEP_NEEDS_ATTENTION, STEP_CLOSED],
 )
 """Undoing is retried quickly by Temporal; past its bound, an operator decides."""
 
@@ -254,20 +255,86 @@ class BundleWorkflow:
         if any(self._steps[n].state != StepState.DONE for n in step.needs):
             self._end_step(status, StepState.SKIPPED, texts.DEPENDENCY_NOT_DONE, exception=True)
             return
+        if step.not_before is not None and not await self._await_effective_date(run, step.not_before):
+            return
         status.started_at = workflow.now()
         if step.awaits == "birth_notice" and not await self._await_birth_notice(run):
             return
+        await self._send(run)
+
+    async def _send(self, run: _StepRun) -> None:
+        """Send the step's request until it is settled: done, ended, or with an operator."""
+        status = self._steps[run.step.id]
         round_started = workflow.now()
         while True:
             error = await self._attempt(run)
             if error is None:
                 return
+            if error.kind == "closed":
+                closed_at = workflow.now()
+                if not await self._await_opening(run, error):
+                    self._end_step(status, StepState.SKIPPED, self._abort_message())
+                    return
+                # Hours the system was closed are not the system failing: they don't use up the deadline.
+                round_started += workflow.now() - closed_at
+                continue
             next_move = await self._recover(run, error, workflow.now() - round_started)
             if next_move is _Next.STOP:
                 return
             if next_move is _Next.NEW_ROUND:
                 run.attempts_in_round = 0
                 round_started = workflow.now()
+
+    async def _await_effective_date(self, run: _StepRun, not_before: datetime) -> bool:
+        """Hold a step until its system takes the change (an effective date too far ahead).
+
+        False when the bundle stops first: nothing was sent.
+        """
+        status = self._steps[run.step.id]
+        if workflow.now() >= not_before:
+            return True
+        status.message = texts.waiting_for_effective_date(not_before)
+        status.waiting_for = (
+            f"{run.step.system} takes the change only from {not_before.isoformat()}; it is sent then"
+        )
+        status.next_attempt_at = not_before
+        self._sync_visibility()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._abort is not None, timeout=not_before - workflow.now()
+            )
+        status.next_attempt_at = None
+        if self._abort is not None:
+            self._end_step(status, StepState.SKIPPED, self._abort_message())
+            return False
+        status.message = None
+        return True
+
+    async def _await_opening(self, run: _StepRun, error: StepError) -> bool:
+        """Wait until a closed system opens (nothing was sent, no attempt counted).
+
+        False when the bundle stops first.
+        """
+        step, status = run.step, self._steps[run.step.id]
+        wait = max(error.retry_after or timedelta(minutes=5), timedelta(seconds=1))
+        status.state = StepState.RETRYING
+        status.message = error.message
+        status.next_attempt_at = workflow.now() + wait
+        status.waiting_for = (
+            f"{step.system} is closed (availability window or maintenance); "
+            f"the request is sent when it opens at {status.next_attempt_at.isoformat()}"
+        )
+        self._sync_visibility()
+        run.retry_now = False
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._abort is not None or run.retry_now, timeout=wait)
+        return self._abort is None
+
+    def _rolls_back(self, step: PlannedStep) -> bool:
+        """Whether a required step's failure stops the bundle and undoes what was done."""
+        if step.optional:
+            return False
+        return step.failure_rolls_back or (step.before_pivot and not self._pivot_done)
 
     async def _recover(self, run: _StepRun, error: StepError, elapsed: timedelta) -> _Next:
         """Decide what follows a failed attempt: back off, end the step, or ask an operator."""
@@ -288,7 +355,7 @@ class BundleWorkflow:
         elif error.kind == "no_reply":
             return await self._recover_from_silence(run, elapsed)
         elif error.kind == "rejected":
-            if step.optional or (step.before_pivot and not self._pivot_done):
+            if step.optional or self._rolls_back(step):
                 self._end_step(status, StepState.REJECTED, error.message, exception=True)
                 if not step.optional:
                     self._abort = self._abort or Abort.FAILED
@@ -375,7 +442,13 @@ class BundleWorkflow:
                 summary=f"{step.id} attempt {status.attempts}",
             )
         except ActivityError as err:
-            status.last_error = _classify(err, workflow.now())
+            error = _classify(err, workflow.now())
+            if error.kind == "closed":
+                # Nothing left for the system: not an attempt, and not the step's last error.
+                run.attempts_in_round -= 1
+                status.attempts -= 1
+                return error
+            status.last_error = error
             return status.last_error
         if result.pending_reply:
             status.reference = result.reference
@@ -612,7 +685,7 @@ class BundleWorkflow:
             return False
         if decision.action is DecisionAction.FAIL:
             self._end_step(status, StepState.FAILED, texts.FAILED_BY_OPERATOR, exception=True)
-            if step.before_pivot and not step.optional and not self._pivot_done:
+            if self._rolls_back(step):
                 self._abort = self._abort or Abort.FAILED
             return False
         if decision.action is DecisionAction.AMEND and decision.amended_fields:
@@ -646,6 +719,17 @@ class BundleWorkflow:
                         summary=f"{step_id} compensation",
                     )
                 except ActivityError as err:
+                    closed = _classify(err, workflow.now())
+                    if closed.kind == "closed":
+                        # A closed system is waited for; an undo is never given up for its hours.
+                        wait = max(closed.retry_after or timedelta(minutes=5), timedelta(seconds=1))
+                        status.waiting_for = (
+                            f"{run.step.system} is closed; the cancellation is sent when it opens "
+                            f"at {(workflow.now() + wait).isoformat()}"
+                        )
+                        self._sync_visibility()
+                        await workflow.sleep(wait)
+                        continue
                     status.last_error = _classify(err, workflow.now(), kind="compensation")
                     decision = await self._park_compensation(run)
                     if decision.action is DecisionAction.RETRY:
@@ -977,6 +1061,7 @@ class BundleWorkflow:
 
 
 _ERROR_KINDS: dict[str, ErrorKind] = {
+    STEP_CLOSED: "closed",
     STEP_REJECTED: "rejected",
     STEP_NEEDS_ATTENTION: "needs_attention",
 }

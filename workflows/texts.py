@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from adapters.sdk import TEMPORARILY_UNAVAILABLE
 from bundles.models import LocalizedText
 
@@ -87,5 +89,20 @@ def birth_notice_differs(labels: list[LocalizedText]) -> LocalizedText:
         fr=(
             f"L'avis de naissance de l'hôpital ou de la sage-femme diffère de votre déclaration ({fr}). "
             "Un agent l'examinera et pourrait communiquer avec vous."
+        ),
+    )
+
+
+def waiting_for_effective_date(not_before: datetime) -> LocalizedText:
+    """The resident's message while a step waits until its system takes an effective-dated change."""
+    day = not_before.date().isoformat()
+    return LocalizedText(
+        en=(
+            f"This program accepts the change from {day}. We will send it then; you do not need to "
+            "do anything."
+        ),
+        fr=(
+            f"Ce programme accepte le changement à partir du {day}. Nous le lui transmettrons à ce "
+            "moment; vous n'avez rien à faire."
         ),
     )
