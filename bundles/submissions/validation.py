@@ -78,7 +78,8 @@ def _consent_errors(definition: BundleDefinition, raw: Mapping[str, Any]) -> lis
     ]
 
 
-def _rule_holds(rule: SubmissionRule, value: Any, today: date) -> bool:
+def rule_holds(rule: SubmissionRule, value: Any, today: date) -> bool:
+    """Whether a submitted value satisfies one of the bundle's own rules (on `today`)."""
     if rule.one_of is not None:
         return str(value).strip().upper() in {v.upper() for v in rule.one_of}
     window = rule.date_within
@@ -107,7 +108,7 @@ def _rule_errors(
         if rule.field in already:
             continue  # the field is already wrong in itself; one message per field is enough
         value = lookup(data, rule.field)
-        if value is not None and not _rule_holds(rule, value, today):
+        if value is not None and not rule_holds(rule, value, today):
             errors.append(FieldError(path=rule.field, code=rule.code, message=rule.message))
     return errors
 
