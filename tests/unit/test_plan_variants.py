@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bundles.models import BundleDefinition, SubmissionRule
 from bundles.plan import SkipReason, resolve_plan
-from bundles.submissions.validation import rule_holds, add_months
+from bundles.submissions.validation import add_months, rule_holds
 
 
 def text(en: str) -> dict[str, str]:
