@@ -17,7 +17,7 @@ from adapters.esdc_sin import EsdcSinAdapter
 from adapters.http import JsonRestAdapter
 from adapters.mapping import FieldMap, Rename, upper
 from adapters.on_certificates import OntarioCertificateAdapter
-from adapters.on_registrar_births import OntarioBirthRegistrationAdapter, registration_number
+from adapters.on_registrar_births import registration_number
 from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS, build_adapters
 from adapters.resp_referral import RespReferralAdapter
 from adapters.samples import NEWBORN_FIELDS as NEWBORN
@@ -29,6 +29,7 @@ from adapters.sdk import (
     StepRequest,
     TransientError,
 )
+from adapters.soap import SoapAdapter
 from infra.settings import Settings
 
 BASE = "http://legacy.test"
@@ -53,7 +54,7 @@ def context(timeout: timedelta = timedelta(seconds=5), key: str = "bundle-1:regi
 
 
 def adapter_with(
-    handler: Handler, cls: type[JsonRestAdapter] = OntarioBirthRegistrationAdapter
+    handler: Handler, cls: type[JsonRestAdapter] = EsdcSinAdapter
 ) -> JsonRestAdapter:
     return cls(BASE, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
@@ -88,7 +89,7 @@ async def test_created_answer_is_a_result_and_the_key_is_sent() -> None:
     assert result.message is not None
     assert result.message.fr == MESSAGE["fr"]
     (request,) = seen
-    assert request.url == f"{BASE}/systems/on-registrar-births/requests"
+    assert request.url == f"{BASE}/systems/esdc-sin/requests"
     assert request.headers["Idempotency-Key"] == "bundle-1:register:submit"
     timeouts = request.extensions["timeout"]
     assert all(0 < value <= 3 for value in timeouts.values()), "timeouts are finite and within the deadline"
@@ -108,7 +109,7 @@ async def test_server_failures_are_transient(status: int, code: str) -> None:
     error = await submit_error(answer(status, {"code": "boom", "message": MESSAGE}))
     assert isinstance(error, TransientError)
     assert error.code == code
-    assert error.detail == f"HTTP {status} from on-registrar-births"
+    assert error.detail == f"HTTP {status} from esdc-sin"
 
 
 async def test_429_keeps_retry_after_seconds() -> None:
@@ -179,7 +180,7 @@ async def test_other_4xx_are_rejected_generically_without_the_body(status: int) 
     assert isinstance(error, RejectedError)
     assert error.code == f"bad_request_{status}"
     assert "problem on our side" in error.message.en
-    assert error.detail == f"HTTP {status} from on-registrar-births"
+    assert error.detail == f"HTTP {status} from esdc-sin"
     assert SIN not in str(error)
 
 
@@ -220,7 +221,7 @@ async def test_transport_failures_are_transient(raised: Exception, code: str) ->
     error = await submit_error(handle)
     assert isinstance(error, TransientError)
     assert error.code == code
-    assert "on-registrar-births" in error.detail
+    assert "esdc-sin" in error.detail
 
 
 async def test_a_slow_system_is_cut_off_at_the_deadline() -> None:
@@ -256,7 +257,7 @@ async def test_timeout_never_exceeds_the_adapters_bound() -> None:
         seen.append(request)
         return httpx.Response(201, json={"reference": "x"})
 
-    adapter = OntarioBirthRegistrationAdapter(
+    adapter = EsdcSinAdapter(
         BASE, httpx.AsyncClient(transport=httpx.MockTransport(handle)), max_timeout=timedelta(seconds=2)
     )
     await adapter.submit(context(timeout=timedelta(hours=24)), REQUEST)
@@ -315,7 +316,7 @@ async def test_an_injected_client_is_left_open_and_an_own_client_is_closed() -> 
     assert not shared.is_closed
     await shared.aclose()
 
-    own = OntarioBirthRegistrationAdapter(BASE)
+    own = EsdcSinAdapter(BASE)
     await own.aclose()
     assert own._client.is_closed
 
@@ -373,10 +374,6 @@ async def test_registration_number_is_found_by_its_format() -> None:
 
 
 async def test_each_system_names_fields_its_own_way() -> None:
-    registrar = await sent_fields(OntarioBirthRegistrationAdapter, NEWBORN)
-    assert registrar["child"]["birth_date"] == "2026-01-31"
-    assert registrar["parent_1"]["surname_at_birth"] == "Gagnon"
-    assert "parent_2" not in registrar
     resp = await sent_fields(RespReferralAdapter, NEWBORN)
     assert resp["contact"] == {
         "first_name": "Marie",
@@ -437,6 +434,6 @@ def test_every_field_the_newborn_definition_sends_is_taken_by_its_adapter() -> N
         if step.references:
             payload["references"] = dict.fromkeys(step.references, "ON-2026-0000001")
         adapter = ADAPTER_TYPES[step.adapter]
-        assert issubclass(adapter, JsonRestAdapter)
+        assert issubclass(adapter, (JsonRestAdapter, SoapAdapter))
         _, unused = adapter.field_map.apply(payload)
         assert {(step.id, path) for path in unused} <= KNOWN_UNUSED, step.id
