@@ -120,3 +120,16 @@ def compact_postal_code(value: Any) -> str:
 def language_letter(value: Any) -> str | None:
     """`en`/`fr` as the one-letter code (`E`/`F`) many federal systems use."""
     return {"en": "E", "fr": "F"}.get(str(value))
+
+
+TRANSFORMS: dict[str, Callable[[Any], Any]] = {
+    "upper": upper,
+    "digits": digits,
+    "compact_date": compact_date,
+    "compact_postal_code": compact_postal_code,
+    "language_letter": language_letter,
+}
+"""The transforms a system declared by configuration (`bundles/systems/*.yaml`) may name.
+
+A whitelist of plain functions: a configuration file chooses among them and can run nothing else.
+"""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from adapters.configured import configured_adapter_types, load_systems
 from adapters.cra_aba import CraAbaAdapter
 from adapters.esdc_sin import EsdcSinAdapter
 from adapters.on_certificates import OntarioCertificateAdapter
@@ -21,7 +22,12 @@ _SANDBOX_ADAPTERS: tuple[type[Adapter], ...] = (
 )
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {adapter.system: adapter for adapter in _SANDBOX_ADAPTERS}
-"""Adapter class by system id."""
+"""Adapter class by system id: those written in code, then those configured in `bundles/systems/`."""
+
+# Systems added by configuration get a class of their own each (`ConfiguredRestAdapter`), so they
+# are built like any other; a broken or clashing system file stops the import with its problems.
+CONFIGURED_SYSTEMS = load_systems()
+ADAPTER_TYPES.update(configured_adapter_types(CONFIGURED_SYSTEMS, taken=ADAPTER_TYPES))
 
 KNOWN_ADAPTERS: frozenset[str] = frozenset(ADAPTER_TYPES)
 """The system ids a bundle definition may name as a step's `adapter`."""

@@ -3,6 +3,10 @@
 A definition is edited by people who are not programmers, so every load-time problem is
 reported with the file, the step and what is wrong, and all problems of a file are reported
 together rather than one per attempt.
+
+A definition may also be written as changes to another bundle of the same directory
+(`extends:`, see `DerivedDefinition`): it is resolved here, at load time, into an ordinary
+`BundleDefinition`, so plans and workflows never see the difference.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from collections.abc import Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bundles.models import BundleDefinition, StepDefinition
+from bundles.models import BundleDefinition, ConsentPurpose, DerivedDefinition, StepDefinition
 from bundles.submissions.registry import SUBMISSION_SCHEMAS, field_paths
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "definitions"
@@ -57,8 +62,33 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file with the strict loader (no duplicate keys, only true/false as booleans).
+
+    Raises:
+        DefinitionError: The file cannot be read or is not valid YAML; the problem names the file
+            and, where known, the line and column.
+    """
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([f"{name}: cannot read the file: {exc}"]) from exc
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise DefinitionError([f"{name}: invalid YAML{where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError([f"{name}: invalid YAML: {exc}"]) from None
+
+
 def load_definition(path: Path | str, *, known_adapters: Collection[str]) -> BundleDefinition:
     """Read one definition file and check it completely.
+
+    A derived definition (`extends: <bundle id>`) finds its base among the other definition files
+    of its directory and is returned resolved; the base's own problems are listed with its file.
 
     Args:
         path: A ``.yaml`` file.
@@ -73,40 +103,267 @@ def load_definition(path: Path | str, *, known_adapters: Collection[str]) -> Bun
             ``newborn-on.yaml: step 'ccb': needs unknown step 'registraton'``.
     """
     path = Path(path)
-    name = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError([f"{name}: cannot read the file: {exc}"]) from exc
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise DefinitionError([f"{name}: invalid YAML{where}: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise DefinitionError([f"{name}: invalid YAML: {exc}"]) from None
-    if not isinstance(data, dict):
-        raise DefinitionError([f"{name}: expected a mapping of bundle settings (id, version, steps, ...)"])
-    try:
-        definition = BundleDefinition.model_validate(data)
-    except ValidationError as exc:
-        raise DefinitionError([f"{name}: {_describe(data, err)}" for err in exc.errors()]) from None
-    problems = check_definition(definition, known_adapters=known_adapters)
+    resolver = _Resolver(path.parent, known_adapters, explain_bases=True)
+    return resolver.resolve(path)
+
+
+DEFINITION_SUFFIXES = (".yaml", ".yml")
+
+
+class _Resolver:
+    """Loads the definitions of one directory, resolving derived ones onto their bases (memoised)."""
+
+    def __init__(self, directory: Path, known_adapters: Collection[str], *, explain_bases: bool) -> None:
+        self.directory = directory
+        self.known_adapters = known_adapters
+        # Loading one file alone, a broken base's problems are shown with it; loading the whole
+        # directory, the base's file reports them itself.
+        self.explain_bases = explain_bases
+        self._data: dict[Path, Any] = {}
+        self._done: dict[Path, BundleDefinition | DefinitionError] = {}
+        self._index: dict[str, list[Path]] | None = None
+
+    def data_of(self, path: Path) -> dict[str, Any]:
+        """The file's top-level mapping (a DefinitionError is remembered and raised again)."""
+        if path not in self._data:
+            try:
+                data = read_yaml(path)
+                if not isinstance(data, dict):
+                    raise DefinitionError(
+                        [f"{path.name}: expected a mapping of bundle settings (id, version, steps, ...)"]
+                    )
+                self._data[path] = data
+            except DefinitionError as exc:
+                self._data[path] = exc
+        found = self._data[path]
+        if isinstance(found, DefinitionError):
+            raise found
+        return found  # type: ignore[no-any-return]  # a dict, checked above
+
+    def files_by_id(self) -> dict[str, list[Path]]:
+        """Every definition file of the directory by the bundle id it declares."""
+        if self._index is None:
+            self._index = {}
+            if self.directory.is_dir():
+                for path in sorted(self.directory.iterdir()):
+                    if path.suffix not in DEFINITION_SUFFIXES or not path.is_file():
+                        continue
+                    try:
+                        bundle_id = self.data_of(path).get("id")
+                    except DefinitionError:
+                        continue  # that file reports its own problem
+                    if isinstance(bundle_id, str):
+                        self._index.setdefault(bundle_id, []).append(path)
+        return self._index
+
+    def resolve(self, path: Path, chain: tuple[Path, ...] = ()) -> BundleDefinition:
+        """The checked definition of one file; `chain` holds the files whose base this one is."""
+        if path not in self._done:
+            try:
+                self._done[path] = self._resolve(path, (*chain, path))
+            except DefinitionError as exc:
+                self._done[path] = exc
+        found = self._done[path]
+        if isinstance(found, DefinitionError):
+            raise found
+        return found
+
+    def _resolve(self, path: Path, chain: tuple[Path, ...]) -> BundleDefinition:
+        name = path.name
+        data = self.data_of(path)
+        if "extends" in data:
+            definition = self._derive(path, data, chain)
+        else:
+            try:
+                definition = BundleDefinition.model_validate(data)
+            except ValidationError as exc:
+                raise DefinitionError([f"{name}: {_describe(data, err)}" for err in exc.errors()]) from None
+        problems = check_definition(definition, known_adapters=self.known_adapters)
+        if problems:
+            raise DefinitionError([f"{name}: {problem}" for problem in problems])
+        return definition
+
+    def _derive(self, path: Path, data: dict[str, Any], chain: tuple[Path, ...]) -> BundleDefinition:
+        name = path.name
+        try:
+            overlay = DerivedDefinition.model_validate(data)
+        except ValidationError as exc:
+            raise DefinitionError([f"{name}: {_describe(data, err)}" for err in exc.errors()]) from None
+        if overlay.extends == overlay.id:
+            raise DefinitionError([f"{name}: bundle '{overlay.id}' extends itself"])
+        candidates = [p for p in self.files_by_id().get(overlay.extends, []) if p != path]
+        if not candidates:
+            known = ", ".join(sorted(i for i in self.files_by_id() if i != overlay.id)) or "none"
+            raise DefinitionError(
+                [
+                    f"{name}: extends unknown bundle '{overlay.extends}': no definition in the same "
+                    f"directory has that id (known: {known})"
+                ]
+            )
+        if len(candidates) > 1:
+            files = ", ".join(p.name for p in candidates)
+            raise DefinitionError(
+                [f"{name}: extends '{overlay.extends}', which more than one file defines ({files})"]
+            )
+        base_path = candidates[0]
+        if base_path in chain:
+            ids = [str(self.data_of(p).get("id")) for p in chain[chain.index(base_path) :]]
+            cycle = " -> ".join([*ids, ids[0]])
+            raise DefinitionError([f"{name}: extends form a cycle: {cycle}"])
+        try:
+            base = self.resolve(base_path, chain)
+        except DefinitionError as exc:
+            problems = [f"{name}: extends '{overlay.extends}' ({base_path.name}), which is invalid"]
+            if self.explain_bases:
+                problems.extend(exc.problems)
+            raise DefinitionError(problems) from None
+        definition, problems = derive_definition(base, overlay)
+        if definition is None:
+            raise DefinitionError([f"{name}: {problem}" for problem in problems])
+        return definition
+
+
+def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied: sections merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def derive_definition(
+    base: BundleDefinition, overlay: DerivedDefinition
+) -> tuple[BundleDefinition | None, list[str]]:
+    """Apply a derived definition's changes to its (resolved, checked) base.
+
+    Steps are removed, then replaced (deep-merge of the listed keys), then added at the end.
+    Consent purposes that only removed steps used are dropped with them, since a derived file has
+    no other way to drop them.
+
+    Returns:
+        The resolved definition (not yet cross-checked: see `check_definition`) and no problems,
+        or None and every problem found, each naming the list and step it concerns.
+    """
+    problems: list[str] = []
+    removed = _removed_steps(base, overlay, problems)
+    replaced = _replaced_steps(base, overlay, removed, problems)
+    steps = [replaced.get(step.id, step) for step in base.steps if step.id not in removed]
+    for step in overlay.add_steps:
+        if step.id in replaced or any(kept.id == step.id for kept in base.steps if kept.id not in removed):
+            problems.append(
+                f"add_steps: step '{step.id}' is already a step of '{base.id}'; change it with replace_steps"
+            )
+        steps.append(step)
+    for step_id in sorted(removed):
+        users = [step.id for step in steps if step_id in step.needs or step_id in step.references]
+        if users:
+            named = ", ".join(f"'{user}'" for user in users)
+            problems.append(
+                f"remove_steps: step '{step_id}' is still needed or referenced by {named}; "
+                "remove them too or replace their needs and references"
+            )
+    purposes = _purposes(base, overlay, removed, steps, problems)
     if problems:
-        raise DefinitionError([f"{name}: {problem}" for problem in problems])
-    return definition
+        return None, problems
+    try:
+        definition = BundleDefinition.model_validate(
+            {
+                **dict(base),
+                "id": overlay.id,
+                "version": overlay.version,
+                "jurisdiction": overlay.jurisdiction,
+                "title": overlay.title or base.title,
+                "description": overlay.description or base.description,
+                "timezone": overlay.timezone or base.timezone,
+                "consent_purposes": purposes,
+                "submission_rules": (*base.submission_rules, *overlay.add_submission_rules),
+                "steps": tuple(steps),
+            }
+        )
+    except ValidationError as exc:
+        return None, [_describe({}, err) for err in exc.errors()]
+    return definition, []
+
+
+def _removed_steps(base: BundleDefinition, overlay: DerivedDefinition, problems: list[str]) -> set[str]:
+    base_ids = [step.id for step in base.steps]
+    removed: set[str] = set()
+    for step_id in overlay.remove_steps:
+        if step_id not in base_ids:
+            problems.append(
+                f"remove_steps: '{step_id}' is not a step of '{base.id}' (its steps: {', '.join(base_ids)})"
+            )
+        elif step_id in removed:
+            problems.append(f"remove_steps: '{step_id}' is listed twice")
+        else:
+            removed.add(step_id)
+    return removed
+
+
+def _replaced_steps(
+    base: BundleDefinition, overlay: DerivedDefinition, removed: set[str], problems: list[str]
+) -> dict[str, StepDefinition]:
+    base_ids = [step.id for step in base.steps]
+    replaced: dict[str, StepDefinition] = {}
+    for override in overlay.replace_steps:
+        label = f"replace_steps: step '{override.id}'"
+        changes = override.model_extra or {}
+        if override.id not in base_ids:
+            problems.append(f"{label} is not a step of '{base.id}' (its steps: {', '.join(base_ids)})")
+        elif override.id in removed:
+            problems.append(f"{label} is also in remove_steps")
+        elif override.id in replaced:
+            problems.append(f"{label} is listed twice")
+        elif not changes:
+            problems.append(f"{label} changes nothing: list the keys to change after its id")
+        else:
+            merged = _deep_merge(base.step(override.id).model_dump(), changes)
+            try:
+                replaced[override.id] = StepDefinition.model_validate(merged)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = ".".join(str(part) for part in err["loc"])
+                    problems.append(f"{label}: {where}: {err['msg']}" if where else f"{label}: {err['msg']}")
+    return replaced
+
+
+def _purposes(
+    base: BundleDefinition,
+    overlay: DerivedDefinition,
+    removed: set[str],
+    steps: list[StepDefinition],
+    problems: list[str],
+) -> dict[str, ConsentPurpose]:
+    purposes = dict(base.consent_purposes)
+    for purpose, declared in overlay.add_consent_purposes.items():
+        if purpose in purposes:
+            problems.append(f"add_consent_purposes: '{purpose}' is already declared by '{base.id}'")
+        purposes[purpose] = declared
+    still_used = {step.consent for step in steps}
+    for step in base.steps:
+        if step.id in removed and step.consent is not None and step.consent not in still_used:
+            purposes.pop(step.consent, None)
+    return purposes
+
+
+_STEP_LISTS = ("steps", "add_steps", "replace_steps")
 
 
 def _describe(data: Mapping[str, Any], err: Any) -> str:
     # Point at the step by its id when the YAML gives one, since list positions are hard to count.
     loc: tuple[Any, ...] = tuple(err["loc"])
     where = ".".join(str(part) for part in loc)
-    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
-        steps = data.get("steps")
+    if len(loc) >= 2 and loc[0] in _STEP_LISTS and isinstance(loc[1], int):
+        steps = data.get(loc[0])
         raw = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
         step_id = raw.get("id") if isinstance(raw, dict) else None
         label = f"step '{step_id}'" if isinstance(step_id, str) else f"step #{loc[1] + 1}"
+        if loc[0] != "steps":
+            label = f"{loc[0]}: {label}"
         rest = ".".join(str(part) for part in loc[2:])
         return f"{label}: {rest}: {err['msg']}" if rest else f"{label}: {err['msg']}"
     return f"{where}: {err['msg']}" if where else str(err["msg"])
@@ -138,8 +395,11 @@ def check_definition(definition: BundleDefinition, *, known_adapters: Collection
     else:
         paths = field_paths(schema)
 
+    problems.extend(_check_timezone(definition.timezone))
     for step in definition.steps:
         problems.extend(_check_step(definition, step, steps, paths, known_adapters))
+        problems.extend(_check_variants(definition, step, paths, known_adapters))
+        problems.extend(_check_effective_date(definition, step, paths))
     problems.extend(_check_cycles(definition.steps, steps))
     problems.extend(_check_pivot(definition, steps))
 
@@ -158,7 +418,88 @@ def check_definition(definition: BundleDefinition, *, known_adapters: Collection
             for rule in definition.submission_rules
             if rule.field not in paths
         )
+    problems.extend(
+        f"submission rule '{rule.code}': date_within sets neither months_behind nor months_ahead, "
+        "so it limits nothing"
+        for rule in definition.submission_rules
+        if rule.date_within is not None
+        and rule.date_within.months_behind is None
+        and rule.date_within.months_ahead is None
+    )
     return problems
+
+
+def _check_timezone(name: str) -> list[str]:
+    # ZoneInfo also reads paths: refuse anything but an IANA name before asking it.
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*", name):
+        return [f"timezone '{name}' is not an IANA time zone name such as 'America/Toronto'"]
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [f"timezone '{name}' is not an IANA time zone name such as 'America/Toronto'"]
+    return []
+
+
+def _check_variants(
+    definition: BundleDefinition,
+    step: StepDefinition,
+    paths: frozenset[str] | None,
+    known_adapters: Collection[str],
+) -> list[str]:
+    label = f"step '{step.id}'"
+    if not step.variants:
+        if step.no_variant is not None:
+            return [f"{label}: no_variant guidance is given but the step has no variants"]
+        return []
+    problems: list[str] = []
+    if step.no_variant is None:
+        # Without it a resident whose case no variant covers would see the step skipped unexplained.
+        problems.append(
+            f"{label}: has variants but no 'no_variant' guidance for a resident whom no variant covers"
+        )
+    known = ", ".join(sorted(known_adapters)) or "none"
+    claimed: dict[tuple[str, str], int] = {}
+    for number, variant in enumerate(step.variants, start=1):
+        where = f"{label}: variant #{number} ({variant.adapter})"
+        if variant.adapter not in known_adapters:
+            problems.append(f"{where}: unknown adapter '{variant.adapter}' (known: {known})")
+        if paths is not None and variant.when.field not in paths:
+            problems.append(
+                f"{where}: field '{variant.when.field}' is not in submission schema "
+                f"'{definition.submission_schema}'"
+            )
+        for value in variant.when.one_of:
+            # The plan compares trimmed and case-insensitively, so "Ottawa" and "OTTAWA " collide.
+            slot = (variant.when.field, value.strip().casefold())
+            first = claimed.setdefault(slot, number)
+            if first != number:
+                problems.append(
+                    f"{where}: value '{value}' of '{variant.when.field}' is already chosen by "
+                    f"variant #{first} ({step.variants[first - 1].adapter}); the first match would always win"
+                )
+            elif value != value.strip():
+                problems.append(f"{where}: value '{value}' has spaces around it")
+    return problems
+
+
+def _check_effective_date(
+    definition: BundleDefinition, step: StepDefinition, paths: frozenset[str] | None
+) -> list[str]:
+    rule = step.effective_date
+    if rule is None:
+        return []
+    label = f"step '{step.id}'"
+    if rule.field in step.fields:
+        return []  # a field of the step that the schema lacks is reported with the step's fields
+    if paths is not None and rule.field not in paths:
+        return [
+            f"{label}: effective_date field '{rule.field}' is not in submission schema "
+            f"'{definition.submission_schema}'"
+        ]
+    return [
+        f"{label}: effective_date field '{rule.field}' is not among the step's fields, "
+        "so its system would not learn when the change takes effect"
+    ]
 
 
 def _check_step(
@@ -283,7 +624,7 @@ class Catalogue:
 
     @classmethod
     def load(cls, directory: Path | str | None = None, *, known_adapters: Collection[str]) -> Catalogue:
-        """Load every ``*.yaml`` / ``*.yml`` definition of a directory.
+        """Load every ``*.yaml`` / ``*.yml`` definition of a directory, derived ones resolved.
 
         Args:
             directory: Where the definitions are; defaults to the packaged ``bundles/definitions``.
@@ -299,12 +640,13 @@ class Catalogue:
         if not root.is_dir():
             raise DefinitionError([f"{root}: no such directory of bundle definitions"])
         files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+        resolver = _Resolver(root, known_adapters, explain_bases=False)
         problems: list[str] = []
         definitions: dict[str, BundleDefinition] = {}
         sources: dict[str, Path] = {}
         for path in files:
             try:
-                definition = load_definition(path, known_adapters=known_adapters)
+                definition = resolver.resolve(path)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
                 continue

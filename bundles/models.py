@@ -255,3 +255,41 @@ class BundleDefinition(Frozen):
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+
+class StepOverride(BaseModel):
+    """Keys of one inherited step that a derived bundle changes: `id` names the step, the rest override.
+
+    The keys are deep-merged onto the base step (sections such as `retry` merge key by key; lists
+    such as `fields` replace the whole list), and the result must be a valid `StepDefinition`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+
+
+class DerivedDefinition(Frozen):
+    """A bundle defined as changes to another one (`extends`), as a municipality or province writes it.
+
+    It is resolved when the catalogue loads into an ordinary `BundleDefinition`: the base's steps
+    minus `remove_steps`, with `replace_steps` merged in, then `add_steps` appended. Everything it
+    does not say (life event, submission schema, roll-back policy) comes from the base.
+    """
+
+    extends: str = Field(pattern=BUNDLE_ID_PATTERN, description="Id of the bundle this one changes.")
+    id: str = Field(pattern=BUNDLE_ID_PATTERN)
+    version: int = Field(ge=1)
+    jurisdiction: str = Field(pattern=r"^CA(-[A-Z]{2})?(-[A-Z0-9-]+)?$")
+    title: LocalizedText | None = Field(default=None, description="Default: the base's title.")
+    description: LocalizedText | None = Field(default=None, description="Default: the base's description.")
+    timezone: str | None = Field(default=None, description="Default: the base's time zone.")
+    remove_steps: tuple[str, ...] = Field(default=(), description="Ids of inherited steps to leave out.")
+    replace_steps: tuple[StepOverride, ...] = Field(
+        default=(), description="Changes to inherited steps, each naming the step by `id`."
+    )
+    add_steps: tuple[StepDefinition, ...] = Field(
+        default=(), description="New steps, after the inherited ones."
+    )
+    add_consent_purposes: dict[str, ConsentPurpose] = Field(default_factory=dict)
+    add_submission_rules: tuple[SubmissionRule, ...] = ()

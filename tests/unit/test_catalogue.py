@@ -11,19 +11,21 @@ from typing import Any
 import pytest
 import yaml
 
+from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import DEFAULT_DIRECTORY, Catalogue, DefinitionError, check_definition, load_definition
 from bundles.models import BundleDefinition, Level
 from bundles.submissions.newborn import NewbornSubmission
+from bundles.submissions.registry import SUBMISSION_SCHEMAS
 
-KNOWN_ADAPTERS = frozenset({"on-registrar-births", "on-certificates", "esdc-sin", "cra-aba", "resp-referral"})
 NEWBORN_FILE = DEFAULT_DIRECTORY / "newborn-on.yaml"
+KNOWN = ", ".join(sorted(KNOWN_ADAPTERS))
 
 Mutation = Callable[[dict[str, Any]], None]
 
 
 @pytest.fixture(scope="module")
 def newborn() -> BundleDefinition:
-    return Catalogue.load(known_adapters=KNOWN_ADAPTERS).get("newborn-on")
+    return load_definition(NEWBORN_FILE, known_adapters=KNOWN_ADAPTERS)
 
 
 def base() -> dict[str, Any]:
@@ -307,8 +309,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "unknown adapter",
         _unknown_adapter,
-        "newborn-on.yaml: step 'canada_child_benefit': unknown adapter 'cra-legacy' (known: cra-aba, "
-        "esdc-sin, on-certificates, on-registrar-births, resp-referral)",
+        f"newborn-on.yaml: step 'canada_child_benefit': unknown adapter 'cra-legacy' (known: {KNOWN})",
     ),
     (
         "field not in schema",
@@ -325,7 +326,8 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "unknown submission schema",
         _unknown_schema,
-        "newborn-on.yaml: unknown submission schema 'newborn/v9' (known: newborn/v1)",
+        "newborn-on.yaml: unknown submission schema 'newborn/v9' "
+        f"(known: {', '.join(sorted(SUBMISSION_SCHEMAS))})",
     ),
     (
         "reference outside the needs",
@@ -374,6 +376,153 @@ CASES: list[tuple[str, Mutation, str]] = [
         "is not in submission schema 'newborn/v1'",
     ),
 ]
+
+
+# --- the newer definition features: variants, effective dates, date windows, time zones ------
+
+GUIDANCE = {"en": "Contact the program directly.", "fr": "Communiquez directement avec le programme."}
+
+
+def _variants(*variants: tuple[str, str, list[str]], no_variant: bool = True) -> Mutation:
+    """The RESP referral goes to a promoter's own intake, chosen by the promoter's name."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        step = step_of(data, "education_savings_referral")
+        step["variants"] = [
+            {
+                "when": {"field": field, "one_of": values},
+                "adapter": adapter,
+                "organization": {"en": f"Promoter {adapter}", "fr": f"Promoteur {adapter}"},
+            }
+            for adapter, field, values in variants
+        ]
+        if no_variant:
+            step["no_variant"] = GUIDANCE
+
+    return mutate
+
+
+def _no_variant_without_variants(data: dict[str, Any]) -> None:
+    step_of(data, "education_savings_referral")["no_variant"] = GUIDANCE
+
+
+def _effective_date(field: str, *, in_fields: bool) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        step = step_of(data, "canada_child_benefit")
+        step["effective_date"] = {"field": field, "months_ahead": 0}
+        if in_fields:
+            step["fields"].append(field)
+
+    return mutate
+
+
+def _date_rule(field: str, window: dict[str, int]) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        data["submission_rules"].append(
+            {"field": field, "date_within": window, "code": "too_old", "message": GUIDANCE}
+        )
+
+    return mutate
+
+
+def _timezone(name: str) -> Mutation:
+    def mutate(data: dict[str, Any]) -> None:
+        data["timezone"] = name
+
+    return mutate
+
+
+RESP = "newborn-on.yaml: step 'education_savings_referral'"
+PROMOTER = "resp_referral.promoter"
+
+CASES += [
+    (
+        "variant with an unknown adapter",
+        _variants(("resp-referral", PROMOTER, ["Fonds A"]), ("resp-fonds-b", PROMOTER, ["Fonds B"])),
+        f"{RESP}: variant #2 (resp-fonds-b): unknown adapter 'resp-fonds-b' (known: {KNOWN})",
+    ),
+    (
+        "variant on a field the schema lacks",
+        _variants(("resp-referral", "resp_referral.promoter_name", ["Fonds A"])),
+        f"{RESP}: variant #1 (resp-referral): field 'resp_referral.promoter_name' "
+        "is not in submission schema 'newborn/v1'",
+    ),
+    (
+        "variants that claim the same value",
+        _variants(
+            ("resp-referral", PROMOTER, ["Fonds A", "Fonds B"]),
+            ("on-certificates", PROMOTER, ["fonds b"]),
+        ),
+        f"{RESP}: variant #2 (on-certificates): value 'fonds b' of 'resp_referral.promoter' is already "
+        "chosen by variant #1 (resp-referral); the first match would always win",
+    ),
+    (
+        "variant value with spaces around it",
+        _variants(("resp-referral", PROMOTER, ["Fonds A "])),
+        f"{RESP}: variant #1 (resp-referral): value 'Fonds A ' has spaces around it",
+    ),
+    (
+        "variants without no_variant guidance",
+        _variants(("resp-referral", PROMOTER, ["Fonds A"]), no_variant=False),
+        f"{RESP}: has variants but no 'no_variant' guidance for a resident whom no variant covers",
+    ),
+    (
+        "no_variant guidance without variants",
+        _no_variant_without_variants,
+        f"{RESP}: no_variant guidance is given but the step has no variants",
+    ),
+    (
+        "effective date on a field the schema lacks",
+        _effective_date("child.effective_date", in_fields=False),
+        "newborn-on.yaml: step 'canada_child_benefit': effective_date field 'child.effective_date' is not "
+        "in submission schema 'newborn/v1'",
+    ),
+    (
+        "effective date the step does not receive",
+        _effective_date("other_parent.date_of_birth", in_fields=False),
+        "newborn-on.yaml: step 'canada_child_benefit': effective_date field 'other_parent.date_of_birth' "
+        "is not among the step's fields, so its system would not learn when the change takes effect",
+    ),
+    (
+        "date window on a field the schema lacks",
+        _date_rule("child.birth_date", {"months_behind": 12}),
+        "newborn-on.yaml: submission rule: field 'child.birth_date' is not in submission schema 'newborn/v1'",
+    ),
+    (
+        "date window that limits nothing",
+        _date_rule("child.date_of_birth", {}),
+        "newborn-on.yaml: submission rule 'too_old': date_within sets neither months_behind nor "
+        "months_ahead, so it limits nothing",
+    ),
+    (
+        "unknown time zone",
+        _timezone("America/Ottawa"),
+        "newborn-on.yaml: timezone 'America/Ottawa' is not an IANA time zone name such as 'America/Toronto'",
+    ),
+    (
+        "a path where a time zone should be",
+        _timezone("../../etc/passwd"),
+        "newborn-on.yaml: timezone '../../etc/passwd' is not an IANA time zone name such as "
+        "'America/Toronto'",
+    ),
+]
+
+
+def test_sound_variants_effective_dates_and_windows_pass(tmp_path: Path) -> None:
+    data = base()
+    _variants(
+        ("resp-referral", PROMOTER, ["Fonds A", "Fonds B"]),
+        ("on-certificates", PROMOTER, ["Fonds C"]),
+        ("resp-referral", "language", ["fr"]),
+    )(data)
+    _effective_date("child.date_of_birth", in_fields=False)(data)  # CRA receives it already
+    _date_rule("child.date_of_birth", {"months_behind": 12})(data)
+    data["timezone"] = "America/Winnipeg"
+    data["roll_back_on_failure"] = "always"
+    definition = load_definition(write(tmp_path, data), known_adapters=KNOWN_ADAPTERS)
+    resp = definition.step("education_savings_referral")
+    assert [v.adapter for v in resp.variants] == ["resp-referral", "on-certificates", "resp-referral"]
+    assert definition.timezone == "America/Winnipeg"
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in CASES], ids=[c[0] for c in CASES])
