@@ -1,16 +1,28 @@
-"""ESDC Social Insurance Number for a newborn: answers with a request reference; the SIN is mailed."""
+"""ESDC Social Insurance Number for a newborn: a nightly batch program that reads request files.
+
+Each request is one fixed-width file (`adapters/layouts/esdc_sin_request.yaml`) dropped in
+`esdc-sin/inbox/`; ESDC's run answers in reply files (`esdc_sin_reply.yaml`) in `esdc-sin/outbox/`
+with a request reference, never a SIN (the SIN itself is mailed).
+"""
 
 from __future__ import annotations
 
-from adapters.http import JsonRestAdapter
+from adapters.batch import BatchFileAdapter
+from adapters.fixedwidth import load_layout
 from adapters.mapping import FieldMap, Rename, compact_postal_code, digits, language_letter
 from adapters.on_registrar_births import registration_number
 
+REQUEST_LAYOUT = load_layout("esdc_sin_request")
+REPLY_LAYOUT = load_layout("esdc_sin_reply")
 
-class EsdcSinAdapter(JsonRestAdapter):
-    """Newborn SIN application; the answer is a request reference, never a SIN."""
+
+class EsdcSinAdapter(BatchFileAdapter):
+    """Newborn SIN application by batch file; the answer is a request reference, never a SIN."""
 
     system = "esdc-sin"
+    request_layout = REQUEST_LAYOUT
+    reply_layout = REPLY_LAYOUT
+    request_file_type = "SINREQ"
     field_map = FieldMap(
         Rename("references", "province_registration_number", registration_number),
         Rename("child.given_names", "child.first_name"),

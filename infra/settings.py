@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     batch_poll_interval: timedelta = Field(
         default=timedelta(seconds=30), description="How often tellonce looks for batch reply files."
     )
+    sandbox_batch_interval: timedelta = Field(
+        default=timedelta(seconds=1),
+        gt=timedelta(0),
+        description="How often the legacy sandbox's batch systems process their inbox (its 'nightly' run).",
+    )
 
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
