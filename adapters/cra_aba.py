@@ -1,8 +1,11 @@
 """CRA Automated Benefits Application: applies for the Canada child benefit from the birth registration.
 
-CRA's record is flat and upper-case, like the mainframe it feeds. It receives the birth parent's
-name, date and place of birth, SIN and mailing address, and the child's name, date and place of
-birth, sex and registration number; marital status is not sent.
+CRA's benefit systems exchange messages through a message-queue bridge: the application goes on
+`legacy.cra-aba.requests` and CRA answers later on `legacy.cra-aba.replies` with its own reference
+(see `adapters.message_queue` and docs/legacy-protocols.md). CRA's record is flat and upper-case,
+like the mainframe it feeds. It receives the birth parent's name, date and place of birth, SIN
+and mailing address, and the child's name, date and place of birth, sex and registration
+number; marital status is not sent.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.http import JsonRestAdapter
 from adapters.mapping import (
     FieldMap,
     Rename,
@@ -20,6 +22,7 @@ from adapters.mapping import (
     language_letter,
     upper,
 )
+from adapters.message_queue import MessageQueueAdapter
 from adapters.on_registrar_births import registration_number
 
 
@@ -31,8 +34,12 @@ def birthplace(place: Any) -> str | None:
     return ", ".join(parts).upper() or None
 
 
-class CraAbaAdapter(JsonRestAdapter):
-    """Canada child benefit through the Automated Benefits Application; returns a CRA reference."""
+class CraAbaAdapter(MessageQueueAdapter):
+    """Canada child benefit through the Automated Benefits Application, over CRA's message queue.
+
+    `submit` returns once the application is queued (`pending_reply`); CRA's reply carries its
+    reference, or its refusal with a bilingual reason.
+    """
 
     system = "cra-aba"
     field_map = FieldMap(

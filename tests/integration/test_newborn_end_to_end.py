@@ -37,6 +37,7 @@ from infra.notices_cli import hospital_notice
 from infra.sandbox.client import SandboxAdmin
 from infra.settings import Settings
 from infra.worker import build_workers
+from tests.integration.streams_support import reply_streams
 from tests.workflow.support import assert_replays
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleEvent, DecisionAction, StepDecision
@@ -172,8 +173,17 @@ async def stack_for(
                 await sandbox.clear_faults(system)
 
 
+@pytest.fixture(scope="module")
+async def streams(dev_env: WorkflowEnvironment, kafka_port: int) -> AsyncIterator[None]:
+    """`tellonce streams` for CRA's replies: its ABA answers over a message queue, later."""
+    async with reply_streams(dev_env.client, f"127.0.0.1:{kafka_port}", ["cra-aba"]):
+        yield
+
+
 @pytest.fixture
-async def stack(dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int) -> AsyncIterator[Stack]:
+async def stack(
+    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, streams: None
+) -> AsyncIterator[Stack]:
     async with stack_for(dev_env, sandbox_url, kafka_port) as s:
         yield s
 
@@ -492,7 +502,7 @@ def assert_logs_free_of_personal_data(logs: list[Path], submission: dict[str, An
 
 
 async def test_worker_killed_mid_bundle_completes_without_duplicates(
-    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, tmp_path: Path
+    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, tmp_path: Path, streams: None
 ) -> None:
     async with stack_for(dev_env, sandbox_url, kafka_port, workers=False) as stack:
         env = {

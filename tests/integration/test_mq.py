@@ -1,0 +1,251 @@
+"""CRA's ABA over a message queue, on the real broker, the real sandbox process and real `tellonce streams`.
+
+The adapter puts requests on `legacy.cra-aba.requests`; the sandbox's queue responder (in the
+session's sandbox process) answers on `legacy.cra-aba.replies`; `tellonce streams` signals each
+reply to its bundle or dead-letters it. Every test uses keys of its own, and faults scoped to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.contract_kit import call_context
+from adapters.cra_aba import CraAbaAdapter
+from adapters.message_queue import UnreadableReplyError, await_reply_on_topic, message_id
+from adapters.samples import NEWBORN_FIELDS
+from adapters.sdk import AsyncReply, StepRequest, TransientError
+from infra.sandbox.client import SandboxAdmin
+from infra.settings import Settings
+from infra.streams.dlq import H_REASONS, H_TOPIC
+from tests.conftest import SandboxProcess, free_port
+from tests.integration.streams_support import records_with_key, reply_streams
+from tests.integration.test_newborn_end_to_end import bundle_events, example, stack_for, steps
+from workflows.names import legacy_replies_topic
+
+pytestmark = pytest.mark.integration
+
+SYSTEM = "cra-aba"
+REPLIES = legacy_replies_topic(SYSTEM)
+SAMPLE = StepRequest(fields=NEWBORN_FIELDS)
+REPLY_WAIT = timedelta(seconds=30)
+CRA_REFERENCE = re.compile(r"^CRA-ABA-[0-9A-Z]{10}$")
+MESSAGE = {"en": "CRA cannot match the parent.", "fr": "L'ARC ne trouve pas le parent."}
+
+
+class Keys:
+    """Idempotency keys of one test: `<prefix>-<name>:canada_child_benefit:submit`.
+
+    Each names a bundle that does not run, so `tellonce streams` dead-letters its reply
+    (`no_open_bundle`) after the sandbox has answered it; faults are scoped to `prefix`.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = f"mq-{uuid.uuid4().hex[:12]}"
+
+    def __call__(self, name: str) -> str:
+        return f"{self.prefix}-{name}:canada_child_benefit:submit"
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys()
+
+
+@pytest.fixture
+async def admin(sandbox: SandboxProcess) -> AsyncIterator[SandboxAdmin]:
+    async with SandboxAdmin(sandbox.url) as client:
+        try:
+            yield client
+        finally:
+            await client.clear_faults(SYSTEM)
+
+
+@pytest.fixture
+async def adapter(sandbox: SandboxProcess) -> AsyncIterator[CraAbaAdapter]:
+    cra = CraAbaAdapter.from_settings(sandbox.settings())
+    try:
+        yield cra
+    finally:
+        await cra.aclose()
+
+
+@pytest.fixture(scope="module")
+async def streams(dev_env: WorkflowEnvironment, sandbox: SandboxProcess) -> AsyncIterator[Settings]:
+    """`tellonce streams` reading CRA's replies, with a DLQ of its own."""
+    async with reply_streams(dev_env.client, sandbox.settings().kafka_target, [SYSTEM]) as settings:
+        yield settings
+
+
+async def send(adapter: CraAbaAdapter, key: str, attempt: int = 1) -> str:
+    """Submit the sample; the adapter only queues it. Returns the reference it gives."""
+    result = await adapter.submit(call_context(key, attempt=attempt), SAMPLE)
+    assert result.pending_reply
+    return result.reference
+
+
+async def reply_to(sandbox: SandboxProcess, key: str) -> AsyncReply:
+    return await await_reply_on_topic(sandbox.settings(), SYSTEM, key, REPLY_WAIT)
+
+
+async def effects(admin: SandboxAdmin, key: str) -> list[dict[str, Any]]:
+    return [e for e in await admin.ledger(SYSTEM, key_prefix=key) if e["idempotency_key"] == key]
+
+
+async def test_a_queued_application_is_answered_with_cras_reference(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys
+) -> None:
+    key = keys("happy")
+    assert await send(adapter, key) == message_id(key)
+
+    reply = await reply_to(sandbox, key)
+    assert (reply.correlation_id, reply.outcome, reply.code) == (key, "accepted", None)
+    assert reply.reference is not None and CRA_REFERENCE.match(reply.reference)
+    assert reply.message is not None and reply.message.fr
+    (effect,) = await effects(admin, key)
+    assert effect["reference"] == reply.reference
+    fields = effect["fields"]
+    assert (fields["child_surname"], fields["applicant_sin"]) == ("TREMBLAY", "046454286")
+    assert "marital" not in json.dumps(fields)
+    # The request's key and headers are all a broker operator sees besides the value: no data.
+    (record,) = await records_with_key(sandbox.settings(), REPLIES, key)
+    assert dict(record.headers)["correlation-id"] == key.encode()
+
+
+async def test_the_same_request_twice_has_one_effect_and_the_same_answer_twice(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys
+) -> None:
+    key = keys("twice")
+    # A retry after a lost acknowledgement sends the message again, with the same key.
+    assert await send(adapter, key) == await send(adapter, key, attempt=2)
+
+    first, second = await records_with_key(sandbox.settings(), REPLIES, key, expected=2)
+    assert first.value == second.value
+    assert json.loads(first.value or b"")["outcome"] == "accepted"
+    (effect,) = await effects(admin, key)
+    assert effect["replays"] == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "outcome"), [("reject_when", "rejected"), ("review_when", "needs_attention")]
+)
+async def test_business_refusals_come_back_as_replies_in_both_languages(  # noqa: PLR0917 - fixtures
+    adapter: CraAbaAdapter,
+    sandbox: SandboxProcess,
+    admin: SandboxAdmin,
+    keys: Keys,
+    rule: str,
+    outcome: str,
+) -> None:
+    when = {"field": "child_surname", "equals": "TREMBLAY", "code": "aba_no_match", "message": MESSAGE}
+    await admin.set_faults(SYSTEM, key_prefix=keys.prefix, **{rule: when})
+    key = keys(outcome)
+    await send(adapter, key)
+
+    reply = await reply_to(sandbox, key)
+    assert (reply.outcome, reply.code, reply.reference) == (outcome, "aba_no_match", None)
+    assert reply.message is not None and reply.message.model_dump() == MESSAGE
+    assert not await effects(admin, key)
+
+
+async def test_requests_wait_in_the_queue_while_the_system_is_down(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys
+) -> None:
+    await admin.set_faults(SYSTEM, key_prefix=keys.prefix, down=True)
+    key = keys("down")
+    # The queue takes the request although the system behind it is down.
+    await send(adapter, key)
+    for _ in range(5):
+        assert not await effects(admin, key), "a down system must not take requests"
+        await asyncio.sleep(0.2)
+
+    await admin.clear_faults(SYSTEM)
+    reply = await reply_to(sandbox, key)
+    assert reply.outcome == "accepted"
+    (effect,) = await effects(admin, key)
+    assert effect["reference"] == reply.reference
+
+
+async def test_a_garbled_reply_is_dead_lettered_by_streams(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys, streams: Settings
+) -> None:
+    await admin.set_faults(SYSTEM, key_prefix=keys.prefix, malformed_replies=True)
+    key = keys("garbled")
+    await send(adapter, key)
+
+    with pytest.raises(UnreadableReplyError, match="malformed_json"):
+        await reply_to(sandbox, key)
+    (dead,) = await records_with_key(streams, streams.kafka_topic_legacy_replies_dlq, key)
+    (original,) = await records_with_key(sandbox.settings(), REPLIES, key)
+    assert dead.value == original.value
+    headers = dict(dead.headers)
+    assert headers[H_TOPIC] == REPLIES.encode()
+    assert [r["code"] for r in json.loads(headers[H_REASONS])] == ["malformed_json"]
+    # The system did act: the request's effect stands, only its answer was lost on the way.
+    assert len(await effects(admin, key)) == 1
+
+
+async def test_a_reply_for_no_running_bundle_is_dead_lettered_with_its_reason(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, keys: Keys, streams: Settings
+) -> None:
+    key = keys("nobody-waits")
+    await send(adapter, key)
+
+    assert (await reply_to(sandbox, key)).outcome == "accepted"
+    (dead,) = await records_with_key(streams, streams.kafka_topic_legacy_replies_dlq, key)
+    reasons = json.loads(dict(dead.headers)[H_REASONS])
+    assert reasons == [
+        {
+            "code": "no_open_bundle",
+            "path": "correlation_id",
+            "message": "No running bundle has this correlation id.",
+        }
+    ]
+
+
+async def test_an_unreachable_broker_is_transient_within_the_deadline(
+    keys: Keys, sandbox: SandboxProcess
+) -> None:
+    cra = CraAbaAdapter.from_settings(sandbox.settings(kafka_bootstrap=f"127.0.0.1:{free_port()}"))
+    try:
+        async with asyncio.timeout(10):  # a bound against hanging, not a timing assertion
+            with pytest.raises(TransientError) as caught:
+                await cra.submit(call_context(keys("no-broker"), timeout=timedelta(seconds=3)), SAMPLE)
+        assert caught.value.code == "broker_unavailable"
+    finally:
+        await cra.aclose()
+
+
+async def test_a_bundle_waits_for_cras_reply_and_finishes_with_its_reference(
+    dev_env: WorkflowEnvironment,
+    sandbox: SandboxProcess,
+    kafka_port: int,
+    admin: SandboxAdmin,
+    streams: Settings,
+) -> None:
+    async with stack_for(dev_env, sandbox.url, kafka_port) as stack:
+        accepted = await stack.submit(example("complete"))
+        status = await stack.final(accepted)
+        events = await bundle_events(stack.settings, accepted["tracking_id"], status["state"])
+
+    assert status["state"] == "completed"
+    ccb = steps(status)["canada_child_benefit"]
+    assert ccb["state"] == "done"
+    # The reference is CRA's, from its reply, not the id of the queued message.
+    assert CRA_REFERENCE.match(ccb["reference"])
+    states = [
+        e.data.step_state.value
+        for e in events
+        if e.data.step_id == "canada_child_benefit" and e.data.step_state is not None
+    ]
+    assert "waiting_reply" in states and states[-1] == "done"
+    (effect,) = await admin.ledger(SYSTEM, key_prefix=f"{accepted['tracking_id']}:")
+    assert effect["reference"] == ccb["reference"]
