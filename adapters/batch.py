@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 import asyncssh
 
-from adapters.fixedwidth import DecodedRecord, FileLayout, LayoutError
+from adapters.fixedwidth import DecodedRecord, FileLayout, LayoutError, Value
 from adapters.http import UNREADABLE_ANSWER
 from adapters.mapping import FieldMap
 from adapters.sdk import (
@@ -409,17 +409,25 @@ class BatchFileAdapter(Adapter, PolledReplies):
         outcome = OUTCOMES[str(values["outcome"])]
         code = values.get("reason_code")
         reference = values.get("reference")
-        message = self.reply_layout.message(code if isinstance(code, str) else outcome)
-        if message is None:
-            message = REJECTED if outcome == "rejected" else REVIEW if outcome == "needs_attention" else None
         return AsyncReply(
             correlation_id=correlation_id,
             reply_id=reply_id,
             outcome=outcome,
             reference=reference if isinstance(reference, str) else None,
             code=code if isinstance(code, str) else None,
-            message=message,
+            message=self.reply_message(values, outcome),
         )
+
+    def reply_message(self, values: Mapping[str, Value | None], outcome: Outcome) -> LocalizedText | None:
+        """The reply's own text in both languages, else its code's (or outcome's) from the code table."""
+        english, french = values.get("message_en"), values.get("message_fr")
+        if isinstance(english, str) and isinstance(french, str):
+            return LocalizedText(en=english, fr=french)
+        code = values.get("reason_code")
+        message = self.reply_layout.message(code if isinstance(code, str) else outcome)
+        if message is None and outcome != "accepted":
+            message = REJECTED if outcome == "rejected" else REVIEW
+        return message
 
     async def _exchange(self, ctx: CallContext, what: str, work: Coroutine[Any, Any, T]) -> T:
         """Run one exchange bounded by the call's deadline, with failures made `TransientError`."""

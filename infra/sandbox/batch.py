@@ -26,7 +26,7 @@ import asyncssh
 import structlog
 
 from adapters.esdc_sin import REPLY_LAYOUT, REQUEST_LAYOUT
-from adapters.fixedwidth import FileLayout, Value
+from adapters.fixedwidth import FileLayout, LayoutError, Value
 from infra.sandbox.faults import FaultState, utcnow
 from infra.sandbox.systems import Answer, SystemState
 from infra.settings import Settings
@@ -198,7 +198,7 @@ class BatchExchange:
             if state.faults.applies_to(key) and state.faults.drop_replies:
                 log.info("sandbox.batch_reply_dropped", system=system.id)
                 continue
-            lines.append((_answer_reply(key, answer), _garbled(state.faults, key)))
+            lines.append((_answer_reply(system.reply, key, answer), _garbled(state.faults, key)))
         return PROCESSED, lines
 
     def _write_replies(self, system: BatchSystem, replies: list[tuple[dict[str, Value | None], bool]]) -> str:
@@ -220,6 +220,7 @@ class BatchExchange:
                 data[number * line_length + outcome_start] = ord("?")
         name = f"REPLY-{batch_id}.dat"
         outbox = self.root / system.id / "outbox"
+        outbox.mkdir(parents=True, exist_ok=True)
         temporary = outbox / f".{name}.part"
         temporary.write_bytes(bytes(data))
         temporary.replace(outbox / name)
@@ -241,13 +242,27 @@ def _reply(key: str, outcome: str, reference: str | None, code: str | None) -> d
     return {"correlation_id": key, "outcome": outcome, "reference": reference, "reason_code": code}
 
 
-def _answer_reply(key: str, answer: Answer) -> dict[str, Value | None]:
-    """The reply record of a REST-shaped answer: 2xx accepted, 422 rejected, anything else for review."""
+def _answer_reply(layout: FileLayout, key: str, answer: Answer) -> dict[str, Value | None]:
+    """The reply record of a REST-shaped answer: 2xx accepted, 422 rejected, anything else for review.
+
+    The answer's own bilingual text goes along when it fits the record; otherwise the reader
+    falls back on its code table.
+    """
     body: dict[str, Any] = answer.body
     if 200 <= answer.status < 300:
-        return _reply(key, "A", str(body["reference"]), None)
-    code = body.get("code") if isinstance(body.get("code"), str) else None
-    return _reply(key, "R" if answer.status == 422 else "N", None, code)
+        reply = _reply(key, "A", str(body["reference"]), None)
+    else:
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        reply = _reply(key, "R" if answer.status == 422 else "N", None, code)
+    message = body.get("message")
+    if isinstance(message, dict):
+        with_text = {**reply, "message_en": message.get("en"), "message_fr": message.get("fr")}
+        try:
+            layout.encode_record(layout.detail, with_text)
+        except LayoutError:
+            return reply
+        return with_text
+    return reply
 
 
 def _move(path: Path, folder: Path) -> None:
