@@ -8,7 +8,7 @@ retry; knowing the calendar, tellonce waits until the system opens instead.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,18 +44,53 @@ class DailyClosure(BaseModel):
         return self
 
     def reopens(self, local: datetime) -> datetime | None:
-        """When the closure containing `local` ends (local time), or None when open at `local`."""
+        """When the closure containing `local` ends, or None when open at `local`.
+
+        `local` is an aware time in the system's zone. Times are read off the wall clock: on the
+        day clocks spring forward, an end the clock skips is the moment of the jump; on the day
+        they fall back, an end that occurs twice is the first one after `local`.
+        """
         day = local.date()
         at = local.timetz().replace(tzinfo=None)
         if self.start < self.end:
             if self.start <= at < self.end:
-                return datetime.combine(day, self.end, local.tzinfo)
+                return _wall_clock_reaches(day, self.end, local)
             return None
         if at >= self.start:  # spans midnight: closed until `end` tomorrow
-            return datetime.combine(day + timedelta(days=1), self.end, local.tzinfo)
+            return _wall_clock_reaches(day + timedelta(days=1), self.end, local)
         if at < self.end:
-            return datetime.combine(day, self.end, local.tzinfo)
+            return _wall_clock_reaches(day, self.end, local)
         return None
+
+
+def _wall_clock_reaches(day: date, end: time, after: datetime) -> datetime:
+    """The first instant later than `after` at which its zone's wall clock reads `end` on `day` (UTC).
+
+    A time that occurs twice (clocks fall back) is its first occurrence still ahead; a time that
+    never occurs (clocks spring forward) is the moment the clock jumps past it.
+    """
+    wall = datetime.combine(day, end)
+    now = after.astimezone(UTC)
+    readings = [wall.replace(tzinfo=after.tzinfo, fold=fold).astimezone(UTC) for fold in (0, 1)]
+    real = [instant for instant in readings if _wall(instant, after) == wall]
+    if real:
+        ahead = [instant for instant in real if instant > now]
+        return min(ahead or real)
+    # Skipped: fold=1 reads it with the offset after the jump (an instant before it), fold=0 with
+    # the offset before (an instant after it); the jump lies between, on a whole second.
+    low, high = int(readings[1].timestamp()), int(readings[0].timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(datetime.fromtimestamp(middle, UTC), after) >= wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _wall(instant: datetime, like: datetime) -> datetime:
+    """What the wall clock of `like`'s zone reads at `instant` (naive)."""
+    return instant.astimezone(like.tzinfo).replace(tzinfo=None)
 
 
 class MaintenanceWindow(BaseModel):

@@ -3,6 +3,10 @@
 It sends the call's idempotency key, bounds every call by the call's deadline (never an infinite
 timeout) and turns every HTTP outcome into a result or one error of the taxonomy in `adapters.sdk`.
 No response body ever goes into an error's `code` or `detail`: bodies can echo personal data.
+
+It also has the habits real REST systems expect of a polite client: a 503 that says the system is
+closed for maintenance becomes a `ClosedError` (wait, don't count an attempt), status reads are
+conditional (`If-None-Match` with the ETag last seen), and listings follow the system's cursor.
 """
 
 from __future__ import annotations
@@ -10,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from adapters.mapping import FieldMap
 from adapters.sdk import (
     Adapter,
     AdapterError,
     CallContext,
+    ClosedError,
     NeedsAttentionError,
     RejectedError,
     StatusResult,
@@ -55,6 +61,9 @@ SYSTEM_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A system's own error code is kept only when it has this shape: short, stable, no data in it."""
 
 DEFAULT_MAX_TIMEOUT = timedelta(seconds=60)
+ETAG_CACHE_SIZE = 1_000
+"""Status answers remembered per adapter for conditional reads (least recently used dropped)."""
+MAX_PAGE_SIZE = 1_000
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -95,6 +104,9 @@ def _system_error(response: httpx.Response) -> tuple[str | None, LocalizedText |
 TRANSIENT_CODES = {408: "request_timeout", 429: "rate_limited", 503: "unavailable"}
 """Statuses that mean "try again later" besides every 5xx (`server_error`)."""
 
+CLOSED_CODES = frozenset({"closed", "closed_for_maintenance"})
+"""Codes of a 503 body by which a system says it is closed rather than failing."""
+
 
 def error_for_status(response: httpx.Response, system: str) -> AdapterError | None:
     """Classify a response: None for 2xx, otherwise the taxonomy error to raise.
@@ -104,20 +116,37 @@ def error_for_status(response: httpx.Response, system: str) -> AdapterError | No
         system: The system id, for the error's `detail`.
 
     Returns:
-        `TransientError` for 408, 429 and 5xx (honouring `Retry-After`); `RejectedError` for 422
-        (with the system's own code and bilingual message) and for other 4xx (our bug, with a
-        generic message); `NeedsAttentionError` for 409 and for anything unexpected.
+        `ClosedError` for a 503 whose body code is `closed` or `closed_for_maintenance` and that
+        says when the system reopens (`Retry-After`); `TransientError` for 408, 429 and other 5xx
+        (honouring `Retry-After`); `RejectedError` for 422 (with the system's own code and
+        bilingual message) and for other 4xx (our bug, with a generic message);
+        `NeedsAttentionError` for 409 and for anything unexpected.
     """
     status = response.status_code
     detail = f"HTTP {status} from {system}"
     if 200 <= status < 300:
         return None
+    if status == 503:
+        return _unavailable(response, detail)
     if status in TRANSIENT_CODES or status >= 500:
         code = TRANSIENT_CODES.get(status, "server_error")
         return TransientError(code, detail=detail, retry_after=retry_after(response))
     if 400 <= status < 500:
         return _refusal(response, detail)
     return NeedsAttentionError(f"unexpected_status_{status}", UNREADABLE_ANSWER, detail=detail)
+
+
+def _unavailable(response: httpx.Response, detail: str) -> TransientError:
+    """A 503: closed until a known time when the system says so, otherwise a plain outage."""
+    code, _message = _system_error(response)
+    hint = retry_after(response)
+    if code in CLOSED_CODES:
+        if hint is not None:
+            return ClosedError(code, reopens_in=hint, detail=detail)
+        # "Closed" without a reopening time cannot be waited out without counting: an attempt it is,
+        # so a system that never reopens reaches the step's retry limit and a person.
+        return TransientError(code, detail=detail)
+    return TransientError("unavailable", detail=detail, retry_after=hint)
 
 
 def _refusal(response: httpx.Response, detail: str) -> AdapterError:
@@ -142,6 +171,7 @@ class JsonRestAdapter(Adapter):
         client: An httpx client to share; when given, the caller closes it. Without one the
             adapter opens its own, so one slow system cannot exhaust another's connections.
         max_timeout: Upper bound of one call, however far the call's deadline is.
+        etag_cache_size: How many status answers to remember for conditional reads.
     """
 
     field_map: ClassVar[FieldMap] = FieldMap()
@@ -152,11 +182,15 @@ class JsonRestAdapter(Adapter):
         client: httpx.AsyncClient | None = None,
         *,
         max_timeout: timedelta = DEFAULT_MAX_TIMEOUT,
+        etag_cache_size: int = ETAG_CACHE_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_timeout = max_timeout
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(max_timeout.total_seconds()))
+        self._etag_cache_size = etag_cache_size
+        # reference -> (ETag, the answer it tagged); holds no personal data (StatusResult has none).
+        self._etags: OrderedDict[str, tuple[str, StatusResult]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings, http_client: httpx.AsyncClient | None = None) -> Self:
@@ -201,14 +235,83 @@ class JsonRestAdapter(Adapter):
         return self.parse(SubmitResult, body, ctx)
 
     async def status(self, ctx: CallContext, reference: str) -> StatusResult | None:
-        """The system's view of an accepted request; None when it does not know the reference."""
+        """The system's view of an accepted request; None when it does not know the reference.
+
+        The read is conditional: with the ETag of the last answer for this reference, a
+        `304 Not Modified` costs the system no body and returns the remembered answer.
+        """
+        cached = self._etags.get(reference)
+        headers = {"If-None-Match": cached[0]} if cached is not None else {}
+        response = await self.send(ctx, "GET", self.requests_url(reference), None, headers=headers)
+        if response.status_code == 304 and cached is not None:
+            self._etags.move_to_end(reference)
+            return cached[1]
         try:
-            body = await self.call(ctx, "GET", self.requests_url(reference), None)
+            body = self.body_of(response)
         except RejectedError as exc:
             if exc.code == "bad_request_404":
+                self._etags.pop(reference, None)
                 return None
             raise
-        return self.parse(StatusResult, body, ctx)
+        result = self.parse(StatusResult, body, ctx)
+        etag = response.headers.get("ETag")
+        if etag:
+            self._remember(reference, etag, result)
+        else:
+            self._etags.pop(reference, None)
+        return result
+
+    def _remember(self, reference: str, etag: str, result: StatusResult) -> None:
+        self._etags[reference] = (etag, result)
+        self._etags.move_to_end(reference)
+        while len(self._etags) > self._etag_cache_size:
+            self._etags.popitem(last=False)
+
+    async def list_requests(
+        self, ctx: CallContext, *, since: datetime | None = None, page_size: int = 100
+    ) -> AsyncIterator[StatusResult]:
+        """Every request the system holds from tellonce, oldest first, for reconciliation.
+
+        Pages through `GET {base}/systems/{system}/requests?since=&page_size=&cursor=`, whose body
+        is `{"requests": [{"reference", "state", "message", ...}], "next_cursor": str | null}`:
+        the cursor is the system's own opaque token, sent back as it came, until it is null. Each
+        page is one call bounded by what is left of `ctx`'s deadline.
+
+        Args:
+            ctx: The call (its deadline bounds the whole listing).
+            since: Only requests the system received at or after this (timezone-aware) time.
+            page_size: Requests per page, 1 to 1,000.
+
+        Raises:
+            ValueError: `since` without a time zone, or `page_size` out of range.
+            TransientError: As for any call, on any page.
+            NeedsAttentionError: A page that cannot be read, or a cursor that does not move.
+        """
+        if since is not None and since.utcoffset() is None:
+            raise ValueError("since must be timezone-aware")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        params: dict[str, str] = {"page_size": str(page_size)}
+        if since is not None:
+            params["since"] = since.isoformat()
+        seen: set[str] = set()
+        while True:
+            response = await self.send(ctx, "GET", self.requests_url(), None, params=params)
+            page = _Page.read(self.body_of(response))
+            if page is None:
+                ctx.log.warning("adapter.unreadable_answer", system=self.system, what="request_list")
+                raise self.unreadable(response.status_code)
+            for item in page.requests:
+                yield item
+            if page.next_cursor is None:
+                return
+            if page.next_cursor in seen:
+                # A cursor seen before would list the same pages forever.
+                raise NeedsAttentionError(
+                    "pagination_loop", UNREADABLE_ANSWER, detail=f"{self.system} repeated a list cursor"
+                )
+            seen.add(page.next_cursor)
+            params["cursor"] = page.next_cursor
 
     async def call(
         self, ctx: CallContext, method: str, url: str, json: dict[str, Any] | None
@@ -218,18 +321,38 @@ class JsonRestAdapter(Adapter):
         Writes (POST) carry the call's `Idempotency-Key`; reads do not need one.
 
         Raises:
+            ClosedError: 503 saying the system is closed until a known time.
             TransientError: Deadline already passed, timeout, connection failure, 408/429/5xx.
             RejectedError: 4xx other than 408/409/429.
             NeedsAttentionError: 409, an unexpected status, or an unreadable 2xx body.
         """
+        return self.body_of(await self.send(ctx, method, url, json))
+
+    async def send(
+        self,
+        ctx: CallContext,
+        method: str,
+        url: str,
+        json: dict[str, Any] | None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One HTTP exchange bounded by the call's deadline, whatever its status (see `body_of`).
+
+        Raises:
+            TransientError: Deadline already passed, timeout, connection failure.
+        """
         timeout = self.timeout_for(ctx)
-        headers = {"Idempotency-Key": ctx.idempotency_key} if method != "GET" else {}
+        sent = dict(headers or {})
+        if method != "GET":
+            sent["Idempotency-Key"] = ctx.idempotency_key
         started = time.monotonic()
         try:
             # httpx bounds each phase (connect, read...) separately: the outer timeout bounds the sum.
             async with asyncio.timeout(timeout):
                 response = await self._client.request(
-                    method, url, json=json, headers=headers, timeout=httpx.Timeout(timeout)
+                    method, url, json=json, headers=sent, params=params, timeout=httpx.Timeout(timeout)
                 )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise TransientError(
@@ -246,6 +369,10 @@ class JsonRestAdapter(Adapter):
             status=response.status_code,
             elapsed_ms=round((time.monotonic() - started) * 1000),
         )
+        return response
+
+    def body_of(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object of a 2xx answer, or the taxonomy error its status means."""
         error = error_for_status(response, self.system)
         if error is not None:
             raise error
@@ -283,3 +410,17 @@ class JsonRestAdapter(Adapter):
         """Close the HTTP client if this adapter opened it."""
         if self._owns_client:
             await self._client.aclose()
+
+
+class _Page(BaseModel):
+    """One page of a system's request list."""
+
+    requests: list[StatusResult]
+    next_cursor: str | None = Field(default=None, min_length=1, max_length=512)
+
+    @classmethod
+    def read(cls, body: dict[str, Any]) -> _Page | None:
+        try:
+            return cls.model_validate(body)
+        except ValidationError:
+            return None
