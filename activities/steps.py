@@ -10,6 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.models import (
+    STEP_CLOSED,
     STEP_NEEDS_ATTENTION,
     STEP_REJECTED,
     STEP_TRANSIENT,
@@ -19,10 +20,12 @@ from activities.models import (
     StepCallResult,
 )
 from adapters.sdk import (
+    SYSTEM_CLOSED,
     TEMPORARILY_UNAVAILABLE,
     Adapter,
     AdapterError,
     CallContext,
+    ClosedError,
     CompensationRequest,
     NeedsAttentionError,
     Operation,
@@ -50,6 +53,7 @@ class BundleActivities:
     async def invoke_step(self, call: StepCall) -> StepCallResult:
         """Send a step's request to its legacy system, with the step's idempotency key."""
         adapter, ctx = self._prepare(call, "submit")
+        _refuse_when_closed(adapter, ctx)
         try:
             result = await adapter.submit(ctx, StepRequest(fields=call.fields))
         except Exception as exc:
@@ -63,6 +67,7 @@ class BundleActivities:
     async def compensate_step(self, call: StepCall) -> StepCallResult:
         """Undo a step's earlier request at its legacy system."""
         adapter, ctx = self._prepare(call, "compensate")
+        _refuse_when_closed(adapter, ctx)
         try:
             result = await adapter.compensate(
                 ctx, CompensationRequest(reference=call.reference or "", fields=call.fields)
@@ -104,6 +109,27 @@ class BundleActivities:
         return adapter, ctx
 
 
+def _refuse_when_closed(adapter: Adapter, ctx: CallContext) -> None:
+    """Raise `STEP_CLOSED` without calling the system when its calendar says it is closed now.
+
+    A request sent into a closed window would only fail and burn an attempt; the workflow waits
+    for the reopening instead, without counting one.
+    """
+    if adapter.availability is None:
+        return
+    now = datetime.now(UTC)
+    reopens = adapter.availability.closed_until(now)
+    if reopens is None:
+        return
+    ctx.log.info("step.system_closed", reopens_at=reopens.isoformat(), source="calendar")
+    raise ApplicationError(
+        f"closed until {reopens.isoformat()}",
+        ErrorDetails(code="closed", message=SYSTEM_CLOSED, retry_after=reopens - now),
+        type=STEP_CLOSED,
+        non_retryable=True,
+    )
+
+
 def _classified(exc: Exception, ctx: CallContext) -> ApplicationError:
     """Map an adapter's exception to an `ApplicationError` free of personal data.
 
@@ -120,6 +146,12 @@ def _classified(exc: Exception, ctx: CallContext) -> ApplicationError:
             return ApplicationError(
                 f"needs attention: {exc.code}", details, type=STEP_NEEDS_ATTENTION, non_retryable=True
             )
+        if isinstance(exc, ClosedError):
+            # The system itself said it is closed (e.g. maintenance it did not announce to us).
+            details = details.model_copy(update={"retry_after": exc.retry_after})
+            reopens_in = exc.retry_after.total_seconds() if exc.retry_after is not None else None
+            ctx.log.info("step.system_closed", code=exc.code, reopens_in_s=reopens_in, source="system")
+            return ApplicationError(f"closed: {exc.code}", details, type=STEP_CLOSED, non_retryable=True)
         if isinstance(exc, TransientError):
             details = details.model_copy(update={"retry_after": exc.retry_after})
         ctx.log.warning("step.transient_error", code=exc.code, detail=exc.detail)
