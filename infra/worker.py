@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
 from activities.notices import NoticeActivities
+from activities.replies import CollectorInput, ReplyActivities
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
-from adapters.sdk import Adapter
+from adapters.sdk import Adapter, PolledReplies
 from infra.settings import LegacySystemSettings, Settings
 from infra.temporal import connect
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
-from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue
+from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue, reply_collector_id
+from workflows.reply_collector import BatchReplyCollectorWorkflow
 
 log = structlog.get_logger("tellonce.worker")
 
@@ -44,9 +48,12 @@ def build_workers(
     from the legacy calls: a broker outage then holds only event slots, never a system's.
     `legacy_systems` caps each system: calls per second across every worker (enforced by the
     Temporal server for the system's task queue) and calls in flight per worker process.
+    Systems whose adapter reads reply files (`PolledReplies`) also run the reply-collecting
+    activity on their queue; its workflow runs on the bundle queue (`start_reply_collectors`).
     """
     limits = legacy_systems or {}
     activities = BundleActivities(adapters)
+    replies = ReplyActivities(client, adapters)
     notices = NoticeActivities(
         client,
         secret=correlation_secret,
@@ -57,7 +64,7 @@ def build_workers(
         Worker(
             client,
             task_queue=bundle_task_queue(task_queue_prefix),
-            workflows=[BundleWorkflow, BirthNoticeMatchWorkflow],
+            workflows=[BundleWorkflow, BirthNoticeMatchWorkflow, BatchReplyCollectorWorkflow],
             activities=[notices.offer_birth_statement, notices.report_unmatched_notice],
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         )
@@ -68,7 +75,11 @@ def build_workers(
             Worker(
                 client,
                 task_queue=legacy_task_queue(task_queue_prefix, system),
-                activities=[activities.invoke_step, activities.compensate_step],
+                activities=[
+                    activities.invoke_step,
+                    activities.compensate_step,
+                    *([replies.collect_batch_replies] if isinstance(adapters[system], PolledReplies) else []),
+                ],
                 max_concurrent_activities=limit.max_concurrent or max_concurrent_activities,
                 max_task_queue_activities_per_second=limit.rate_limit_per_s,
             )
@@ -83,6 +94,36 @@ def build_workers(
             )
         )
     return workers
+
+
+def batch_systems(adapters: Mapping[str, Adapter]) -> list[str]:
+    """The systems whose replies tellonce fetches itself (reply files), sorted."""
+    return sorted(system for system, adapter in adapters.items() if isinstance(adapter, PolledReplies))
+
+
+async def start_reply_collectors(
+    client: Client, adapters: Mapping[str, Adapter], *, task_queue_prefix: str, interval: timedelta
+) -> list[str]:
+    """Start one reply collector per batch system, or find the one already running.
+
+    Every worker process calls this at start-up: the fixed workflow id and `USE_EXISTING` make
+    them share one collector per system and deployment prefix.
+
+    Returns:
+        The collectors' workflow ids.
+    """
+    ids = []
+    for system in batch_systems(adapters):
+        workflow_id = reply_collector_id(task_queue_prefix, system)
+        await client.start_workflow(
+            BatchReplyCollectorWorkflow.run,
+            CollectorInput(system=system, task_queue_prefix=task_queue_prefix, interval=interval),
+            id=workflow_id,
+            task_queue=bundle_task_queue(task_queue_prefix),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        ids.append(workflow_id)
+    return ids
 
 
 async def run_worker(settings: Settings) -> None:
@@ -105,11 +146,15 @@ async def run_worker(settings: Settings) -> None:
         event_publisher=publisher,
         legacy_systems=settings.legacy_systems,
     )
+    collectors = await start_reply_collectors(
+        client, adapters, task_queue_prefix=settings.task_queue_prefix, interval=settings.batch_poll_interval
+    )
     log.info(
         "worker.started",
         task_queues=[w.task_queue for w in workers],
         systems=sorted(adapters),
         events=publisher.topic if publisher else None,
+        reply_collectors=collectors,
     )
     try:
         async with asyncio.TaskGroup() as group:

@@ -79,3 +79,13 @@ def parse_idempotency_key(key: str) -> tuple[str, str, str, int] | None:
         return None
     workflow_id, step_id, operation = parts
     return workflow_id, step_id, operation, revision
+
+
+REPLY_COLLECTOR_WORKFLOW_PREFIX = "batch-replies-"
+"""Id prefix of `BatchReplyCollectorWorkflow`: one per batch system and deployment prefix."""
+
+
+def reply_collector_id(prefix: str, system: str) -> str:
+    """The fixed id of a batch system's reply collector, `<prefix>.batch-replies-<system>`, so that
+    every worker process of a deployment starts (or finds) the same one."""
+    return f"{prefix}.{REPLY_COLLECTOR_WORKFLOW_PREFIX}{system}"
