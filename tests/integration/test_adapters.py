@@ -25,6 +25,7 @@ PROBE_FIELDS = {
     "esdc-sin": "child.last_name",
     "cra-aba": "child_surname",
     "resp-referral": "contact.last_name",
+    "ottawa-welcome-baby": "parent.first_name",
 }
 """A field of each system's own request format that the sample sets."""
 

@@ -18,7 +18,7 @@ from adapters.mapping import FieldMap, Rename, upper
 from adapters.message_queue import MessageQueueAdapter
 from adapters.on_certificates import OntarioCertificateAdapter
 from adapters.on_registrar_births import registration_number
-from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS, build_adapters
+from adapters.registry import ADAPTER_TYPES, CONFIGURED_SYSTEMS, KNOWN_ADAPTERS, build_adapters
 from adapters.resp_referral import RespReferralAdapter
 from adapters.samples import NEWBORN_FIELDS as NEWBORN
 from adapters.sdk import (
@@ -328,7 +328,7 @@ def test_registry_names_the_five_systems() -> None:
         "esdc-sin",
         "cra-aba",
         "resp-referral",
-    } == KNOWN_ADAPTERS
+    } | {system.id for system in CONFIGURED_SYSTEMS} == KNOWN_ADAPTERS
     assert all(ADAPTER_TYPES[system].system == system for system in KNOWN_ADAPTERS)
     assert set(build_adapters(Settings(sandbox_url=BASE))) == KNOWN_ADAPTERS
 

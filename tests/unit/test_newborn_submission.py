@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from bundles.fees import CERTIFICATE_FEES_CENTS, certificate_fee_cents
 from bundles.messages import NOTICES, message_for
@@ -26,7 +27,6 @@ from bundles.submissions import (
 from bundles.submissions.newborn import NewbornSubmission
 from bundles.validators import toronto_today
 
-KNOWN_ADAPTERS = frozenset({"on-registrar-births", "on-certificates", "esdc-sin", "cra-aba", "resp-referral"})
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "newborn-on"
 # The examples' child was born on 2026-11-10; pin "today" so the 12-month rule stays put.
 TODAY = date(2026, 11, 23)

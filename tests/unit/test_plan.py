@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from bundles.models import BundleDefinition
 from bundles.plan import BundlePlan, SkipReason, definition_digest, lookup, project, resolve_plan
 from bundles.submissions import validate_submission
 
-KNOWN_ADAPTERS = frozenset({"on-registrar-births", "on-certificates", "esdc-sin", "cra-aba", "resp-referral"})
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "newborn-on"
 TODAY = date(2026, 11, 23)
 
