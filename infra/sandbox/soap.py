@@ -74,23 +74,24 @@ NO_WSDL_QUERY = LocalizedText(
 )
 
 
-def _parser() -> Any:
-    # A request is untrusted: no entity expansion, no network, no DTD, libxml2's default limits.
+def _parser(*, untrusted: bool = True) -> Any:
+    # No entity expansion, no network, no DTD, libxml2's default limits. A request's comments and
+    # processing instructions go; the WSDL's comments are its documentation and stay.
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         huge_tree=False,
         load_dtd=False,
         dtd_validation=False,
-        remove_comments=True,
-        remove_pis=True,
+        remove_comments=untrusted,
+        remove_pis=untrusted,
     )
 
 
 @cache
 def _wsdl() -> Any:
     """The WSDL document, parsed once (the same file the adapter ships)."""
-    return etree.parse(str(VITAL_STATISTICS_WSDL), _parser())
+    return etree.parse(str(VITAL_STATISTICS_WSDL), _parser(untrusted=False))
 
 
 @cache
