@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from infra.adapters_cli import adapters_app
 from infra.notices_cli import notices_app
 from infra.settings import Settings
 from workflows.models import FINAL_BUNDLE_STATES, BundleState
@@ -41,6 +42,7 @@ bundles_app = typer.Typer(
     help="The bundle catalogue (the definition files in this checkout).", no_args_is_help=True
 )
 app.add_typer(bundles_app, name="bundles")
+app.add_typer(adapters_app, name="adapters")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -385,8 +387,16 @@ def bundles_validate(
     path: Annotated[Path, typer.Argument(exists=True, help="A definition file, or a directory of them.")],
 ) -> None:
     """Check bundle definitions; list every problem and exit 1 if there is any."""
-    from adapters.registry import KNOWN_ADAPTERS  # noqa: PLC0415 - see the module docstring
     from bundles.catalogue import Catalogue, DefinitionError, load_definition  # noqa: PLC0415
+
+    try:
+        from adapters.registry import KNOWN_ADAPTERS  # noqa: PLC0415 - see the module docstring
+    except DefinitionError as exc:
+        # A broken system file (bundles/systems/*.yaml) leaves no adapters to check steps against.
+        errors.print("[red]invalid[/red]: the configured systems")
+        for problem in exc.problems:
+            errors.print(f"  - {problem}", markup=False, soft_wrap=True)
+        _fail(f"{len(exc.problems)} problem(s) in the configured systems")
 
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"})
     if not files:
