@@ -9,15 +9,20 @@ commits before its answer is lost on the way back.
 # dependencies are local to the router factories.
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from bundles.models import LocalizedText
 from infra.logging import configure_logging
@@ -45,6 +50,21 @@ CANCEL_UNSUPPORTED = LocalizedText(
     fr="Les demandes de ce système ne peuvent pas être annulées.",
 )
 MAX_KEY_LENGTH = 255
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1_000
+BAD_CURSOR = LocalizedText(
+    en="The cursor is not one this system handed out.",
+    fr="Le curseur n'a pas été fourni par ce système.",
+)
+BAD_PAGE_SIZE = LocalizedText(
+    en=f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}.",
+    fr=f"page_size doit être un nombre entier de 1 à {MAX_PAGE_SIZE}.",
+)
+BAD_SINCE = LocalizedText(
+    en="since must be a date and time with its UTC offset (ISO 8601).",
+    fr="since doit être une date et une heure avec leur décalage UTC (ISO 8601).",
+)
+_CURSOR = re.compile(r"^after:(\d{1,12})$")
 
 
 def error(status: int, code: str, message: LocalizedText, retry_after_s: int | None = None) -> JSONResponse:
@@ -92,6 +112,60 @@ async def answer(state: SystemState, key: str, result: Answer, *, replayed: bool
         await asyncio.sleep(state.faults.latency_ms / 1000)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return JSONResponse(result.body, status_code=result.status, headers=headers)
+
+
+def strong_etag(body: dict[str, Any]) -> str:
+    """A strong ETag for a JSON body: a digest of its canonical form."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` names the current ETag (weak comparison, as RFC 9110 asks for GET)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor for "after ledger entry `seq`" (clients send it back, never build it)."""
+    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int | None:
+    """The ledger position a cursor stands for, or None when it is not one the sandbox made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    match = _CURSOR.match(raw)
+    return int(match[1]) if match else None
+
+
+def parse_since(value: str) -> datetime | None:
+    """A timezone-aware ISO 8601 time, or None when `value` is not one."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.utcoffset() is not None else None
+
+
+def request_view(state: SystemState, reference: str) -> dict[str, Any] | None:
+    """What the system says about one accepted request (no fields: no personal data)."""
+    order = state.orders.get(reference)
+    if order is None:
+        return None
+    message = CANCELLED if order.state == "cancelled" else state.spec.accepted
+    body: dict[str, Any] = {"reference": reference, "state": order.state, "message": message.model_dump()}
+    if order.fee_cents is not None:
+        body["fee_cents"] = order.fee_cents
+        body["refunded"] = order.refunded
+        body["refunded_cents"] = order.fee_cents if order.refunded else 0
+    return body
 
 
 def checked_key(key: str | None) -> str | None:
@@ -208,21 +282,68 @@ def system_routes(system_state: Callable[[str], SystemState]) -> APIRouter:
             lambda key, fields: state.cancel(key, reference, fields),
         )
 
-    @router.get("/systems/{system_id}/requests/{reference}")
-    async def request_status(state: System, reference: str) -> JSONResponse:
-        """What a system says about a request it accepted."""
+    @router.get("/systems/{system_id}/requests")
+    async def list_requests(
+        state: System,
+        since: str | None = None,
+        page_size: str | None = None,
+        cursor: str | None = None,
+    ) -> JSONResponse:
+        """The requests a system accepted, oldest first, a page at a time (`next_cursor` for more).
+
+        Each item has `reference`, `state`, `message` and `received_at`; never the fields sent.
+        """
         if (faulted := gate(state, None)) is not None:
             return faulted
-        order = state.orders.get(reference)
-        if order is None:
+        size = DEFAULT_PAGE_SIZE
+        if page_size is not None:
+            if not page_size.isdigit() or not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+                return error(400, "invalid_page_size", BAD_PAGE_SIZE)
+            size = int(page_size)
+        after = 0
+        if cursor is not None:
+            decoded = decode_cursor(cursor)
+            if decoded is None:
+                return error(400, "invalid_cursor", BAD_CURSOR)
+            after = decoded
+        since_at = None
+        if since is not None and (since_at := parse_since(since)) is None:
+            return error(400, "invalid_since", BAD_SINCE)
+        page: list[dict[str, Any]] = []
+        last_seq, more = after, False
+        # The ledger is in seq order (seq n at index n-1): start right after the cursor.
+        for entry in state.ledger[after:]:
+            if entry.operation != "submit" or entry.outcome != "accepted":
+                continue
+            if since_at is not None and entry.received_at < since_at:
+                continue
+            if len(page) == size:
+                more = True
+                break
+            view = request_view(state, entry.reference) or {
+                "reference": entry.reference,
+                "state": state.spec.accepted_state,
+                "message": state.spec.accepted.model_dump(),
+            }
+            page.append({**view, "received_at": entry.received_at.isoformat()})
+            last_seq = entry.seq
+        next_cursor = encode_cursor(last_seq) if more else None
+        return JSONResponse({"requests": page, "next_cursor": next_cursor})
+
+    @router.get("/systems/{system_id}/requests/{reference}")
+    async def request_status(
+        state: System, reference: str, if_none_match: Annotated[str | None, Header()] = None
+    ) -> Response:
+        """What a system says about a request it accepted, with a strong ETag (304 when unchanged)."""
+        if (faulted := gate(state, None)) is not None:
+            return faulted
+        body = request_view(state, reference)
+        if body is None:
             return error(404, "unknown_reference", UNKNOWN_REFERENCE)
-        message = CANCELLED if order.state == "cancelled" else state.spec.accepted
-        body: dict[str, Any] = {"reference": reference, "state": order.state, "message": message.model_dump()}
-        if order.fee_cents is not None:
-            body["fee_cents"] = order.fee_cents
-            body["refunded"] = order.refunded
-            body["refunded_cents"] = order.fee_cents if order.refunded else 0
-        return JSONResponse(body)
+        etag = strong_etag(body)
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        return JSONResponse(body, headers={"ETag": etag})
 
     return router
 
