@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from adapters import configured
 from adapters.configured import (
     SYSTEMS_DIRECTORY,
     ConfiguredRestAdapter,
@@ -22,6 +25,7 @@ from adapters.contract_kit import is_compensable
 from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS, build_adapters
 from adapters.sdk import CallContext, CompensationRequest, RejectedError, StepRequest
 from bundles.catalogue import DefinitionError
+from infra.cli import app
 from infra.sandbox.configured import configured_specs
 from infra.sandbox.systems import SystemState
 from infra.settings import LegacySystemSettings, Settings
@@ -273,3 +277,16 @@ def test_the_packaged_sandbox_simulates_the_ottawa_welcome_call() -> None:
     ottawa = specs["ottawa-welcome-baby"]
     assert ottawa.reversible and ottawa.honours_keys
     assert ottawa.new_reference(datetime.now(UTC)).startswith("OTT-HBHC-")
+
+
+def test_bundles_validate_reports_a_broken_system_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, system(field_map=[{"source": "child.surname", "target": "name", "transform": "rot13"}]))
+    monkeypatch.setattr(configured, "SYSTEMS_DIRECTORY", tmp_path)
+    # The registry reads the system files when it is imported: make the command import it afresh.
+    monkeypatch.delitem(sys.modules, "adapters.registry")
+    result = CliRunner().invoke(app, ["bundles", "validate", str(SYSTEMS_DIRECTORY.parent / "definitions")])
+    assert result.exit_code == 1
+    assert "town-library.yaml: field_map #1 (child.surname): unknown transform 'rot13'" in result.output
+    assert "1 problem(s) in the configured systems" in result.output
