@@ -11,7 +11,7 @@ Faults, for requests whose correlation id the faults apply to:
 * `down`, `down_for_s`, `maintenance_for_s`: the system takes nothing; requests wait in the queue
   (their partition pauses) until it is back, as with a real queue manager;
 * `fail_next`, `error_rate`: processing fails and the request is put back (backout), then retried;
-* `rate_limit_per_s`: requests above the rate wait in the queue;
+* `rate_limit_per_s`: requests above the rate wait in the queue until the rate allows them;
 * `reject_when`, `review_when`: a `rejected` or `needs_attention` reply (the business core decides);
 * `latency_ms`: the reply leaves that much later (the effect is recorded first);
 * `malformed_replies`: the reply is not valid JSON; `drop_replies`: no reply at all.
@@ -55,6 +55,8 @@ CONNECT_WAIT_S = 2.0
 RECONNECT_S = 1.0
 POLL_MS = 200
 DOWN_RECHECK_S = 0.5
+WAIT_IN_QUEUE = frozenset({503, 429})
+"""Faults that leave a request in the queue untouched: the system is down, closed, or at its rate."""
 BACKOUT_S = 0.2
 
 MALFORMED = LocalizedText(
@@ -276,15 +278,15 @@ class MqResponder:
         faults = state.faults
         scoped = faults.applies_to(key)
         fault = faults.check(utcnow()) if scoped else None
-        if fault is not None and fault.status == 503:
-            # Not consumed: the request waits in the queue until the system is back.
+        if fault is not None and fault.status in WAIT_IN_QUEUE:
+            # Not consumed: the request waits in the queue until the system takes requests again.
             return DOWN_RECHECK_S
         state.counts.requests += 1
         if fault is not None:
-            # Taken, failed, and put back on the queue (a backout), or over the rate: read again later.
+            # Taken, failed, and put back on the queue (a backout): read again a moment later.
             state.counts.faulted += 1
             log.info("sandbox.mq_fault", code=fault.code, **where)
-            return float(fault.retry_after_s or BACKOUT_S) if fault.status == 429 else BACKOUT_S
+            return BACKOUT_S
         fields = request_fields(record.value)
         if fields is None:
             answer = Answer(422, {"code": "malformed_request", "message": MALFORMED.model_dump()})

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from adapters.contract_kit import CHECKS, ContractCase, applicable_checks, call_context, run_contract
+from adapters.message_queue import MessageQueueAdapter, await_reply_on_topic, reply_waiter
 from adapters.registry import ADAPTER_TYPES, build_adapters
 from adapters.samples import NEWBORN_FIELDS
-from adapters.sdk import StepRequest
+from adapters.sdk import Adapter, StepRequest
 from infra.sandbox.client import SandboxAdmin
-from infra.settings import Settings
+from tests.conftest import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +40,15 @@ async def admin(sandbox_url: str) -> AsyncIterator[SandboxAdmin]:
         yield client
 
 
-def case_for(system: str, sandbox_url: str, admin: SandboxAdmin) -> ContractCase:
-    adapter = ADAPTER_TYPES[system](sandbox_url)  # type: ignore[call-arg]  # every shipped adapter takes a URL
+def case_for(system: str, sandbox: SandboxProcess, admin: SandboxAdmin) -> ContractCase:
+    cls = ADAPTER_TYPES[system]
+    await_reply = None
+    if issubclass(cls, MessageQueueAdapter):
+        # A queue is reached through Kafka, and its system answers later on its replies topic.
+        adapter: Adapter = cls.from_settings(sandbox.settings())
+        await_reply = reply_waiter(sandbox.settings(), system)
+    else:
+        adapter = cls(sandbox.url)  # type: ignore[call-arg]  # every shipped HTTP adapter takes a URL
     return ContractCase(
         adapter=adapter,
         admin=admin,
@@ -47,12 +56,13 @@ def case_for(system: str, sandbox_url: str, admin: SandboxAdmin) -> ContractCase
         probe_field=PROBE_FIELDS[system],
         key_prefix=f"contract-{uuid.uuid4().hex[:12]}:",
         dedupes=system != "resp-referral",
+        await_reply=await_reply,
     )
 
 
 @pytest.mark.parametrize(("system", "check"), CASES)
-async def test_contract(system: str, check: str, sandbox_url: str, admin: SandboxAdmin) -> None:
-    case = case_for(system, sandbox_url, admin)
+async def test_contract(system: str, check: str, sandbox: SandboxProcess, admin: SandboxAdmin) -> None:
+    case = case_for(system, sandbox, admin)
     try:
         await CHECKS[check](case)
     finally:
@@ -60,8 +70,8 @@ async def test_contract(system: str, check: str, sandbox_url: str, admin: Sandbo
         await case.adapter.aclose()
 
 
-async def test_run_contract_runs_every_applicable_check(sandbox_url: str, admin: SandboxAdmin) -> None:
-    case = case_for("on-certificates", sandbox_url, admin)
+async def test_run_contract_runs_every_applicable_check(sandbox: SandboxProcess, admin: SandboxAdmin) -> None:
+    case = case_for("on-certificates", sandbox, admin)
     try:
         assert await run_contract(case) == list(CHECKS)
     finally:
@@ -70,10 +80,10 @@ async def test_run_contract_runs_every_applicable_check(sandbox_url: str, admin:
     assert "compensation_is_idempotent" not in applicable_checks(ADAPTER_TYPES["cra-aba"])
 
 
-async def test_a_newborn_fans_out_through_every_adapter(sandbox_url: str, admin: SandboxAdmin) -> None:
+async def test_a_newborn_fans_out_through_every_adapter(sandbox: SandboxProcess, admin: SandboxAdmin) -> None:
     """Registration first, then its number reaches the programs that need it; fees are charged once."""
     bundle = f"fanout-{uuid.uuid4().hex[:12]}"
-    adapters = build_adapters(Settings(environment="test", sandbox_url=sandbox_url, legacy_systems={}))
+    adapters = build_adapters(sandbox.settings())
     try:
         fields: dict[str, Any] = {k: v for k, v in SAMPLE.fields.items() if k != "references"}
         registered = await adapters["on-registrar-births"].submit(
@@ -85,6 +95,10 @@ async def test_a_newborn_fans_out_through_every_adapter(sandbox_url: str, admin:
                 call_context(f"{bundle}:{system}:submit"), StepRequest(fields=fields)
             )
 
+        # CRA takes its application from a queue: its reply says the effect is recorded.
+        await await_reply_on_topic(
+            sandbox.settings(), "cra-aba", f"{bundle}:cra-aba:submit", timedelta(seconds=30)
+        )
         (cra,) = await admin.ledger("cra-aba", key_prefix=bundle)
         assert cra["fields"]["registration_number"] == registered.reference
         assert "marital_status" not in str(cra["fields"])
