@@ -164,7 +164,8 @@ async def test_a_line_whose_correlation_id_cannot_be_read_is_only_a_problem(worl
         "B1", utcnow().date(), [{"correlation_id": KEY, "outcome": "A", "reference": "R-1"}]
     )
     lines = good.split(b"\r\n")
-    lines[1] = b"D" + b" " * 80 + lines[1][81:]
+    _, start, end = next(span for span in REPLY_LAYOUT.spans["D"] if span[0].name == "correlation_id")
+    lines[1] = lines[1][:start] + b" " * (end - start) + lines[1][end:]
     outbox = world.root / "esdc-sin" / "outbox"
     outbox.mkdir(parents=True)
     (outbox / "REPLY-1.dat").write_bytes(b"\r\n".join(lines))
