@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.esdc_sin import EsdcSinAdapter
+from adapters.batch import BatchFileAdapter
+from adapters.esdc_sin import EsdcSinAdapter as EsdcSinBatchAdapter
 from adapters.http import JsonRestAdapter
 from adapters.mapping import FieldMap, Rename, upper
 from adapters.message_queue import MessageQueueAdapter
@@ -42,6 +43,16 @@ Handler = (
 )
 
 
+class EsdcSinAdapter(JsonRestAdapter):
+    """ESDC's intake as a REST system would take it: the HTTP base class on a real field map.
+
+    (The shipped ESDC adapter exchanges batch files: `tests/unit/test_batch_adapter.py`.)
+    """
+
+    system = "esdc-sin"
+    field_map = EsdcSinBatchAdapter.field_map
+
+
 def context(timeout: timedelta = timedelta(seconds=5), key: str = "bundle-1:register:submit") -> CallContext:
     return CallContext(
         idempotency_key=key,
@@ -53,9 +64,7 @@ def context(timeout: timedelta = timedelta(seconds=5), key: str = "bundle-1:regi
     )
 
 
-def adapter_with(
-    handler: Handler, cls: type[JsonRestAdapter] = EsdcSinAdapter
-) -> JsonRestAdapter:
+def adapter_with(handler: Handler, cls: type[JsonRestAdapter] = EsdcSinAdapter) -> JsonRestAdapter:
     return cls(BASE, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
 
@@ -422,6 +431,11 @@ def test_every_field_the_newborn_definition_sends_is_taken_by_its_adapter() -> N
         if step.references:
             payload["references"] = dict.fromkeys(step.references, "ON-2026-0000001")
         adapter = ADAPTER_TYPES[step.adapter]
-        assert issubclass(adapter, (JsonRestAdapter, SoapAdapter, MessageQueueAdapter)), step.adapter
-        _, unused = adapter.field_map.apply(payload)
+        assert issubclass(adapter, (JsonRestAdapter, SoapAdapter, MessageQueueAdapter, BatchFileAdapter)), (
+            step.adapter
+        )
+        mapped, unused = adapter.field_map.apply(payload)
         assert {(step.id, path) for path in unused} <= KNOWN_UNUSED, step.id
+        if issubclass(adapter, BatchFileAdapter):
+            # A batch record has a column for everything the map produces.
+            assert adapter.request_layout.to_values(mapped)[1] == [], step.id
