@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from adapters.contract_kit import CHECKS, ContractCase, applicable_checks, call_context, run_contract
+from adapters.batch import BatchFileAdapter
+from adapters.contract_kit import (
+    CHECKS,
+    ContractCase,
+    applicable_checks,
+    call_context,
+    poll_replies,
+    run_contract,
+)
 from adapters.message_queue import MessageQueueAdapter, await_reply_on_topic, reply_waiter
 from adapters.registry import ADAPTER_TYPES, build_adapters
 from adapters.samples import NEWBORN_FIELDS
@@ -47,6 +55,9 @@ def case_for(system: str, sandbox: SandboxProcess, admin: SandboxAdmin) -> Contr
         # A queue is reached through Kafka, and its system answers later on its replies topic.
         adapter: Adapter = cls.from_settings(sandbox.settings())
         await_reply = reply_waiter(sandbox.settings(), system)
+    elif issubclass(cls, BatchFileAdapter):
+        # Files over the sandbox's SFTP server; the kit polls the reply files itself.
+        adapter = cls.from_settings(sandbox.settings())
     else:
         adapter = cls(sandbox.url)  # type: ignore[call-arg]  # every shipped HTTP adapter takes a URL
     return ContractCase(
@@ -102,6 +113,10 @@ async def test_a_newborn_fans_out_through_every_adapter(sandbox: SandboxProcess,
         (cra,) = await admin.ledger("cra-aba", key_prefix=bundle)
         assert cra["fields"]["registration_number"] == registered.reference
         assert "marital_status" not in str(cra["fields"])
+        # ESDC reads its request files in a batch run: its reply says the effect is recorded.
+        sin_adapter = adapters["esdc-sin"]
+        assert isinstance(sin_adapter, BatchFileAdapter)
+        await poll_replies(sin_adapter, f"{bundle}:esdc-sin:submit", timedelta(seconds=30))
         (sin,) = await admin.ledger("esdc-sin", key_prefix=bundle)
         assert sin["fields"]["province_registration_number"] == registered.reference
         (order,) = await admin.ledger("on-certificates", key_prefix=bundle)
