@@ -6,6 +6,7 @@ and demos inspect to prove that retries did not duplicate anything.
 
 from __future__ import annotations
 
+import abc
 import secrets
 import string
 from collections.abc import Callable
@@ -64,6 +65,47 @@ class BusinessError(Exception):
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a system's own logic made of a request.
+
+    A refusal (`accepted=False`) is still an effect the system keeps (e.g. a failed identity
+    attempt counts towards a lockout): it is recorded, and a retry with the same key gets the
+    same answer without counting again.
+    """
+
+    accepted: bool
+    state: str
+    message: LocalizedText
+    code: str | None = None
+
+
+class Behaviour(abc.ABC):
+    """A system's own business logic beyond recording requests (an identity directory, an address book).
+
+    One instance per `SystemState`: it lives and is reset with the system's records.
+    """
+
+    @abc.abstractmethod
+    def submit(self, reference: str, fields: dict[str, Any], now: datetime) -> Outcome:
+        """Apply a request.
+
+        Raises:
+            BusinessError: The request is refused before anything happens (nothing is recorded).
+        """
+
+    def cancel(self, order: Order, fields: dict[str, Any], now: datetime) -> tuple[str, LocalizedText]:
+        """Undo an accepted request: the ledger outcome and the message; sets `order.state`."""
+        if order.state == "cancelled":
+            return "already_cancelled", CANCELLED
+        order.state = "cancelled"
+        return "cancelled", CANCELLED
+
+    def view(self) -> dict[str, Any]:
+        """What `GET /sandbox/systems/{id}` adds for this system."""
+        return {}
+
+
+@dataclass(frozen=True)
 class SystemSpec:
     """What distinguishes one simulated system from another."""
 
@@ -75,6 +117,8 @@ class SystemSpec:
     accepted_state: str
     accepted: LocalizedText
     fee_cents: Callable[[dict[str, Any]], int] | None = None
+    behaviour: Callable[[], Behaviour] | None = None
+    """Makes the system's own logic, fresh for each `SystemState`; None: record and accept."""
 
 
 def _random_code(alphabet: str, length: int) -> str:
@@ -265,6 +309,11 @@ class SystemState:
     counts: Counts = field(default_factory=Counts)
     charged_cents: int = 0
     refunded_cents: int = 0
+    behaviour: Behaviour | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.spec.behaviour is not None:
+            self.behaviour = self.spec.behaviour()
 
     def new_reference(self, now: datetime) -> str:
         """A reference this system has not handed out yet."""
@@ -338,11 +387,20 @@ class SystemState:
             return Answer(422, {"code": exc.code, "message": exc.message.model_dump()})
         now = utcnow()
         reference = self.new_reference(now)
-        self.orders[reference] = Order(reference, spec.accepted_state, fee_cents=fee)
+        outcome = Outcome(True, spec.accepted_state, spec.accepted)
+        if self.behaviour is not None:
+            try:
+                outcome = self.behaviour.submit(reference, fields, now)
+            except BusinessError as exc:
+                self.counts.rejected += 1
+                return Answer(422, {"code": exc.code, "message": exc.message.model_dump()})
+            if not outcome.accepted:
+                return self._refused(key, fields, now, reference, outcome)
+        self.orders[reference] = Order(reference, outcome.state, fee_cents=fee)
         body: dict[str, Any] = {
             "reference": reference,
-            "state": spec.accepted_state,
-            "message": spec.accepted.model_dump(),
+            "state": outcome.state,
+            "message": outcome.message.model_dump(),
         }
         if fee is not None:
             body["fee_cents"] = fee
@@ -361,12 +419,33 @@ class SystemState:
         log.info("sandbox.submitted", system=spec.id, seq=entry.seq, duplicate_of=entry.duplicate_of)
         return answer
 
+    def _refused(
+        self, key: str, fields: dict[str, Any], now: datetime, reference: str, outcome: Outcome
+    ) -> Answer:
+        """Record a refusal that counts (the system's logic said so) and answer 422."""
+        code = outcome.code or "rejected"
+        self.counts.rejected += 1
+        answer = Answer(422, {"code": code, "message": outcome.message.model_dump()})
+        entry = self.record(
+            operation="submit",
+            key=key,
+            fields=fields,
+            now=now,
+            reference=reference,
+            outcome=code,
+            answer=answer,
+        )
+        log.info("sandbox.refused", system=self.spec.id, seq=entry.seq, code=code)
+        return answer
+
     def cancel(self, key: str, reference: str, fields: dict[str, Any]) -> Answer:
         """Cancel an order once, refunding its fee once; an unknown order is a no-op."""
         order = self.orders.get(reference)
         refund = 0
         if order is None:
             outcome, message = "not_found", NOTHING_TO_CANCEL
+        elif self.behaviour is not None:
+            outcome, message = self.behaviour.cancel(order, fields, utcnow())
         elif order.state == "cancelled":
             outcome, message = "already_cancelled", CANCELLED
         else:
@@ -380,7 +459,7 @@ class SystemState:
             200,
             {
                 "reference": reference,
-                "state": "not_found" if order is None else "cancelled",
+                "state": "not_found" if order is None else order.state,
                 "message": message.model_dump(),
                 "refunded_cents": refund,
             },
@@ -409,6 +488,8 @@ class SystemState:
             "faults": self.faults.view(now),
             "counts": vars(self.counts).copy(),
         }
+        if self.behaviour is not None:
+            shown.update(self.behaviour.view())
         if self.spec.fee_cents is not None:
             shown["fees"] = {
                 "charged_cents": self.charged_cents,
@@ -420,6 +501,7 @@ class SystemState:
 
 def fresh_states() -> dict[str, SystemState]:
     """Every system, empty, as a new sandbox process starts: the built-in ones and those configured."""
+    from infra.sandbox.addresses import ADDRESS_SYSTEMS  # noqa: PLC0415 - it imports this module
     from infra.sandbox.configured import configured_specs  # noqa: PLC0415 - it imports this module
 
-    return {spec.id: SystemState(spec) for spec in (*SYSTEMS, *configured_specs())}
+    return {spec.id: SystemState(spec) for spec in (*SYSTEMS, *ADDRESS_SYSTEMS, *configured_specs())}
