@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import httpx
 
+from adapters.address_change import ADDRESS_ADAPTERS
 from adapters.configured import configured_adapter_types, load_systems
 from adapters.cra_aba import CraAbaAdapter
 from adapters.esdc_sin import EsdcSinAdapter
 from adapters.on_certificates import OntarioCertificateAdapter
+from adapters.on_identity import OntarioIdentityAdapter
 from adapters.on_registrar_births import OntarioBirthRegistrationAdapter
 from adapters.resp_referral import RespReferralAdapter
 from adapters.sdk import Adapter
@@ -19,6 +21,8 @@ _SANDBOX_ADAPTERS: tuple[type[Adapter], ...] = (
     EsdcSinAdapter,
     CraAbaAdapter,
     RespReferralAdapter,
+    OntarioIdentityAdapter,
+    *ADDRESS_ADAPTERS,
 )
 
 ADAPTER_TYPES: dict[str, type[Adapter]] = {adapter.system: adapter for adapter in _SANDBOX_ADAPTERS}

@@ -134,6 +134,50 @@ CUSTOM_MESSAGES: dict[str, LocalizedText] = {
         "This service is not available for a birth in this province or territory",
         "Ce service n'est pas offert pour une naissance dans cette province ou ce territoire",
     ),
+    # Change of address (`address_change/v1`).
+    "driver_licence_format": _t(
+        "Enter the Ontario driver's licence number as on the card: 1 letter and 14 digits, for "
+        "example A1234-56789-01234",
+        "Entrez le numéro de permis de conduire de l'Ontario tel qu'il figure sur le permis : 1 lettre "
+        "et 14 chiffres, par exemple A1234-56789-01234",
+    ),
+    "document_last4_format": _t(
+        "Enter exactly the last 4 letters or digits of your document's number",
+        "Entrez exactement les 4 derniers caractères (lettres ou chiffres) du numéro de votre document",
+    ),
+    "identity_number_required": _t(
+        "Enter your Ontario health number or your driver's licence number: ServiceOntario checks "
+        "your identity with one of them",
+        "Entrez votre numéro de carte Santé de l'Ontario ou votre numéro de permis de conduire : "
+        "ServiceOntario vérifie votre identité avec l'un d'eux",
+    ),
+    "sin_required_for_cra_address": _t(
+        "Enter your Social Insurance Number: the Canada Revenue Agency finds your file with it to "
+        "change your address",
+        "Entrez votre numéro d'assurance sociale : l'Agence du revenu du Canada s'en sert pour trouver "
+        "votre dossier et changer votre adresse",
+    ),
+    "sin_required_for_service_canada_address": _t(
+        "Enter your Social Insurance Number: Service Canada finds your file with it to change your address",
+        "Entrez votre numéro d'assurance sociale : Service Canada s'en sert pour trouver votre dossier "
+        "et changer votre adresse",
+    ),
+    "driver_licence_required_for_mto": _t(
+        "Enter your Ontario driver's licence number to change the address on your licence and "
+        "vehicle permit, or do not choose that change",
+        "Entrez votre numéro de permis de conduire de l'Ontario pour changer l'adresse de votre permis "
+        "de conduire et de votre certificat d'immatriculation, ou ne choisissez pas ce changement",
+    ),
+    "health_number_required_for_ohip": _t(
+        "Enter your Ontario health number to change the address of your health card, or do not "
+        "choose that change",
+        "Entrez votre numéro de carte Santé de l'Ontario pour changer l'adresse de votre carte Santé, "
+        "ou ne choisissez pas ce changement",
+    ),
+    "new_address_same_as_old": _t(
+        "The new address is the same as the old one; enter the address you are moving to",
+        "La nouvelle adresse est identique à l'ancienne; entrez l'adresse où vous déménagez",
+    ),
 }
 
 # Pydantic's built-in error types that a submission can produce. `{name}` placeholders are
@@ -223,6 +267,12 @@ NOTICES: dict[str, LocalizedText] = {
         "temporaire qui expire avec votre document d'immigration. Assurez-vous qu'il est encore "
         "valide, sinon l'Agence du revenu du Canada pourrait ne pas pouvoir traiter la demande de "
         "prestations.",
+    ),
+    "address_effective_later": _t(
+        "Your move takes effect on a later date. Programs that record an address only once it takes "
+        "effect will receive it then; the others receive it now.",
+        "Votre déménagement prend effet à une date ultérieure. Les programmes qui n'inscrivent une "
+        "adresse qu'à sa date d'effet la recevront à ce moment; les autres la reçoivent maintenant.",
     ),
 }
 

@@ -13,10 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bundles.submissions.address_change import SCHEMA_NAME as ADDRESS_CHANGE_V1
+from bundles.submissions.address_change import AddressChangeSubmission
 from bundles.submissions.newborn import SCHEMA_NAME as NEWBORN_V1
 from bundles.submissions.newborn import NewbornSubmission
 
-SUBMISSION_SCHEMAS: dict[str, type[BaseModel]] = {NEWBORN_V1: NewbornSubmission}
+SUBMISSION_SCHEMAS: dict[str, type[BaseModel]] = {
+    NEWBORN_V1: NewbornSubmission,
+    ADDRESS_CHANGE_V1: AddressChangeSubmission,
+}
 
 
 def _nested_models(annotation: Any) -> list[type[BaseModel]]:

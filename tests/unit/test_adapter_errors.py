@@ -337,6 +337,15 @@ def test_registry_names_the_five_systems() -> None:
         "esdc-sin",
         "cra-aba",
         "resp-referral",
+        # The change-of-address bundle.
+        "on-identity",
+        "cra-address",
+        "esdc-address",
+        "elections-canada",
+        "on-mto",
+        "on-health",
+        "ottawa-revenue",
+        "toronto-revenue",
     } | {system.id for system in CONFIGURED_SYSTEMS} == KNOWN_ADAPTERS
     assert all(ADAPTER_TYPES[system].system == system for system in KNOWN_ADAPTERS)
     assert set(build_adapters(Settings(sandbox_url=BASE))) == KNOWN_ADAPTERS
