@@ -36,6 +36,7 @@ PROBE_FIELDS = {
     "cra-aba": "child_surname",
     "resp-referral": "contact.last_name",
     "ottawa-welcome-baby": "parent.first_name",
+    "hamilton-revenue": "language",
 }
 """A field of each system's own request format that the sample sets."""
 

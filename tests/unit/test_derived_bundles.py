@@ -362,3 +362,35 @@ def test_a_base_defined_twice_is_ambiguous(directory: Path) -> None:
         "newborn-on-town.yaml: extends 'newborn-on', which more than one file defines "
         "(copy-of-newborn.yaml, newborn-on.yaml)"
     ]
+
+
+# --- a third municipality for the address change, by configuration only ------------------------
+
+
+def test_hamilton_joins_the_address_change_by_configuration() -> None:
+    catalogue = Catalogue.load(known_adapters=KNOWN_ADAPTERS)
+    province, hamilton = catalogue.get("address-change-on"), catalogue.get("address-change-on-hamilton")
+    assert "hamilton-revenue" in KNOWN_ADAPTERS
+    assert [s.id for s in hamilton.steps] == [s.id for s in province.steps]
+    assert [s for s in hamilton.steps if s.id != "municipality"] == [
+        s for s in province.steps if s.id != "municipality"
+    ]
+    municipality, theirs = hamilton.step("municipality"), province.step("municipality")
+    # Only who receives it changed: what it receives, its consent and its undo are the province's.
+    assert (municipality.fields, municipality.consent, municipality.compensation) == (
+        theirs.fields,
+        theirs.consent,
+        theirs.compensation,
+    )
+    assert hamilton.roll_back_on_failure == province.roll_back_on_failure == "always"
+    assert "hamilton-revenue" not in {v.adapter for v in theirs.variants}
+
+    def planned(municipality_name: str) -> tuple[str, str | None]:
+        submission = {"new_address": {"municipality": municipality_name}, "language": "en"}
+        step = resolve_plan(hamilton, submission, {"municipal_address": True}).step("municipality")
+        return step.system, step.skip
+
+    assert planned("Stoney Creek") == ("hamilton-revenue", None)
+    assert planned("HAMILTON") == ("hamilton-revenue", None)
+    assert planned("Ottawa")[1] == "no_variant"
+    assert hamilton.step("municipality").no_variant is not None
