@@ -252,8 +252,9 @@ def derive_definition(
     removed = _removed_steps(base, overlay, problems)
     replaced = _replaced_steps(base, overlay, removed, problems)
     steps = [replaced.get(step.id, step) for step in base.steps if step.id not in removed]
+    kept = {step.id for step in steps}
     for step in overlay.add_steps:
-        if step.id in replaced or any(kept.id == step.id for kept in base.steps if kept.id not in removed):
+        if step.id in kept:
             problems.append(
                 f"add_steps: step '{step.id}' is already a step of '{base.id}'; change it with replace_steps"
             )
