@@ -117,7 +117,7 @@ def _refuse_when_closed(adapter: Adapter, ctx: CallContext) -> None:
     """
     if adapter.availability is None:
         return
-    now = datetime.now(UTC)
+    now = _now()
     reopens = adapter.availability.closed_until(now)
     if reopens is None:
         return
@@ -128,6 +128,17 @@ def _refuse_when_closed(adapter: Adapter, ctx: CallContext) -> None:
         type=STEP_CLOSED,
         non_retryable=True,
     )
+
+
+def _now() -> datetime:
+    """The later of this worker's clock and the time Temporal started this activity task.
+
+    The workflow timed its wait for the reopening on Temporal's clock: a worker clock running a
+    little behind would find the system still closed and send the step back to wait again.
+    """
+    now = datetime.now(UTC)
+    started = activity.info().started_time
+    return max(now, started) if started.tzinfo is not None else now
 
 
 def _classified(exc: Exception, ctx: CallContext) -> ApplicationError:

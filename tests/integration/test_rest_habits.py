@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.models import StepCall, StepCallResult
 from adapters.contract_kit import call_context
 from adapters.http import JsonRestAdapter
 from adapters.on_certificates import OntarioCertificateAdapter
 from adapters.samples import NEWBORN_FIELDS
-from adapters.sdk import (
-    ClosedError,
-    CompensationRequest,
-    StepRequest,
-)
+from adapters.sdk import Adapter, CallContext, ClosedError, CompensationRequest, StepRequest, SubmitResult
 from infra.sandbox.client import SandboxAdmin
+from infra.settings import LegacySystemSettings
+from infra.worker import build_workers
+from workflows.names import legacy_task_queue
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +234,110 @@ async def test_bad_listing_parameters_get_the_sandbox_error_shape(
     body = response.json()
     assert body["code"] == code
     assert set(body["message"]) == {"en", "fr"}
+
+
+# --- per-system rate limit on the real Temporal dev server ----------------------------------------
+
+
+class TimedAdapter(Adapter):
+    """Accepts everything and notes when each call arrived (monotonic seconds)."""
+
+    system = SYSTEM
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+
+    async def submit(self, ctx: CallContext, request: StepRequest) -> SubmitResult:
+        self.arrivals.append(time.monotonic())
+        return SubmitResult(reference=f"T-{len(self.arrivals)}")
+
+
+@workflow.defn(sandboxed=False)
+class BurstOfCalls:
+    """Schedules every call at once on a system's task queue: only the queue's rate limit spaces them."""
+
+    @workflow.run
+    async def run(self, task_queue: str, calls: list[StepCall]) -> list[str | None]:
+        results = await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    "invoke_step",
+                    call,
+                    task_queue=task_queue,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    result_type=StepCallResult,
+                )
+                for call in calls
+            )
+        )
+        return [result.reference for result in results]
+
+
+BURST = 4
+"""Calls the server lets through at once: it meters each of the task queue's partitions (4 by
+default) with its own token bucket, which starts with one token."""
+
+
+def too_early(arrivals: list[float], rate: float, burst: int) -> list[int]:
+    """The calls that arrived sooner than a token bucket of `rate` a second and `burst` allows.
+
+    By `t` seconds after the first call at most `burst + rate * t` calls can have arrived, so
+    call number n (from 0) comes no sooner than `(n + 1 - burst) / rate` seconds after the first.
+    A fifth of a second of slack absorbs the poller's own timing.
+    """
+    ordered = sorted(arrivals)
+    return [n for n, at in enumerate(ordered) if at - ordered[0] < (n + 1 - burst) / rate - 0.2]
+
+
+async def test_a_systems_rate_limit_spaces_its_calls_across_the_task_queue(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    client = dev_env.client
+    adapter = TimedAdapter()
+    task_prefix = f"rate-{uuid.uuid4().hex[:10]}"
+    calls = [
+        StepCall(
+            bundle_ref=f"{task_prefix}-b{n}",
+            bundle_id="newborn-on",
+            step_id="certificate",
+            system=SYSTEM,
+            idempotency_key=f"{task_prefix}-b{n}:certificate:submit",
+            attempt=1,
+            timeout=timedelta(seconds=10),
+            fields={},
+        )
+        for n in range(8)
+    ]
+    async with AsyncExitStack() as stack:
+        for worker in build_workers(
+            client,
+            {SYSTEM: adapter},
+            task_queue_prefix=task_prefix,
+            correlation_secret=b"rate-limit-test",
+            upsert_search_attributes=False,
+            legacy_systems={SYSTEM: LegacySystemSettings(rate_limit_per_s=2)},
+        ):
+            await stack.enter_async_context(worker)
+        driver_queue = f"{task_prefix}.driver"
+        await stack.enter_async_context(
+            Worker(
+                client,
+                task_queue=driver_queue,
+                workflows=[BurstOfCalls],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+            )
+        )
+        references = await client.execute_workflow(
+            BurstOfCalls.run,
+            args=[legacy_task_queue(task_prefix, SYSTEM), calls],
+            id=f"{task_prefix}-burst",
+            task_queue=driver_queue,
+            execution_timeout=timedelta(seconds=60),
+        )
+
+    assert sorted(references, key=str) == sorted((f"T-{n}" for n in range(1, 9)), key=str)
+    assert len(adapter.arrivals) == 8
+    # Without the limit all eight arrive together; with it, no faster than 2 a second after the
+    # queue's first burst (one more call of slack than the buckets allow).
+    assert too_early(adapter.arrivals, rate=2, burst=BURST + 1) == [], adapter.arrivals
