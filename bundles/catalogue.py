@@ -119,7 +119,7 @@ class _Resolver:
         # Loading one file alone, a broken base's problems are shown with it; loading the whole
         # directory, the base's file reports them itself.
         self.explain_bases = explain_bases
-        self._data: dict[Path, Any] = {}
+        self._data: dict[Path, dict[str, Any] | DefinitionError] = {}
         self._done: dict[Path, BundleDefinition | DefinitionError] = {}
         self._index: dict[str, list[Path]] | None = None
 
@@ -138,7 +138,7 @@ class _Resolver:
         found = self._data[path]
         if isinstance(found, DefinitionError):
             raise found
-        return found  # type: ignore[no-any-return]  # a dict, checked above
+        return found
 
     def files_by_id(self) -> dict[str, list[Path]]:
         """Every definition file of the directory by the bundle id it declares."""
