@@ -102,11 +102,13 @@ class _CallTransport(AsyncTransport):
 
     async def post(self, address: str, message: bytes | str, headers: dict[str, str]) -> httpx.Response:
         # Unlike zeep's own post, never logs the message: it holds personal data.
-        if self.client is None:
+        if self.client is None or self.timeout is None:
+            # Never an unbounded call: only the transports `call` builds, with a timeout, post.
             raise ZeepTransportError("this transport only loads local documents")  # type: ignore[no-untyped-call]
         self.sent = True
-        timeout = httpx.Timeout(self.timeout) if self.timeout is not None else None
-        self.response = await self.client.post(address, content=message, headers=headers, timeout=timeout)
+        self.response = await self.client.post(
+            address, content=message, headers=headers, timeout=httpx.Timeout(self.timeout)
+        )
         return self.response
 
     async def aclose(self) -> None:
