@@ -233,3 +233,44 @@ async def test_the_wsdl_is_served_at_the_sandbox_and_zeep_can_call_it(
     assert REGISTRATION_NUMBER.match(answer.registration_number)
     (entry,) = await admin.ledger(SYSTEM, key_prefix=prefix)
     assert entry["fields"]["child"] == {"surname": "Tremblay", "sex": "X", "birth_date": "2026-02-01"}
+
+
+async def test_injected_outages_keep_their_http_status_and_retry_after(
+    sandbox_url: str, admin: SandboxAdmin, prefix: str
+) -> None:
+    """Outages answer as a front end would (503, 429 with Retry-After), still as SOAP faults."""
+    expected = {
+        "maintenance_for_s": (503, "soap:Server.Closed", "closed_for_maintenance"),
+        "down": (503, "soap:Server.Unavailable", "unavailable"),
+        "fail_next": (500, "soap:Server.Error", "internal_error"),
+    }
+    settings: dict[str, Any] = {"maintenance_for_s": 30, "down": True, "fail_next": 1}
+    async with httpx.AsyncClient() as http:
+        for fault_name, (status, faultcode, code) in expected.items():
+            await admin.clear_faults(SYSTEM)
+            await admin.set_faults(SYSTEM, key_prefix=prefix, **{fault_name: settings[fault_name]})
+            response = await http.post(
+                f"{sandbox_url}/soap/{SYSTEM}", content=envelope(VALID_BODY, f"{prefix}{fault_name}")
+            )
+            assert response.status_code == status, fault_name
+            assert response.headers["content-type"] == "text/xml; charset=utf-8"
+            fault = etree.fromstring(response.content).find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
+            assert fault.findtext("faultcode") == faultcode
+            assert fault.findtext(f"detail/{{{NS}}}ServiceFault/{{{NS}}}code") == code
+            if fault_name == "maintenance_for_s":
+                assert 1 <= int(response.headers["Retry-After"]) <= 30
+
+        await admin.clear_faults(SYSTEM)
+        await admin.set_faults(SYSTEM, key_prefix=prefix, rate_limit_per_s=0.01)
+        statuses = [
+            (
+                await http.post(
+                    f"{sandbox_url}/soap/{SYSTEM}", content=envelope(VALID_BODY, f"{prefix}rate-{n}")
+                )
+            )
+            for n in range(2)
+        ]
+    assert [response.status_code for response in statuses] == [200, 429]
+    assert int(statuses[1].headers["Retry-After"]) >= 1
+    assert b"soap:Server.Busy" in statuses[1].content
+    assert len(await admin.ledger(SYSTEM, key_prefix=prefix)) == 1
