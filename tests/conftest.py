@@ -166,7 +166,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, kafka_port: int) -> Iterat
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/sandbox/systems")
+        wait_http(f"{url}/sandbox/systems", timeout=90)
         yield SandboxProcess(url=url, sftp_port=sftp_port, data_dir=data_dir, kafka_port=kafka_port)
     finally:
         proc.terminate()
