@@ -11,12 +11,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.registry import KNOWN_ADAPTERS
+from adapters.http import JsonRestAdapter
+from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS
 from bundles.catalogue import DEFAULT_DIRECTORY, load_definition
 from bundles.messages import NOTICES
 from bundles.models import BundleDefinition
-from bundles.plan import SkipReason, resolve_plan
+from bundles.plan import SkipReason, project, resolve_plan
 from bundles.submissions import SubmissionInvalid, ValidatedSubmission, validate_submission
+from infra.sandbox.addresses import ADDRESS_SYSTEMS, AddressBook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "address-change-on"
 # The complete example moves on 2026-11-30; pin "today" a week before so date rules stay put.
@@ -338,3 +340,32 @@ def test_the_examples_are_left_untouched_by_validation(definition: BundleDefinit
         before = copy.deepcopy(raw)
         validate(definition, raw)
         assert raw == before
+
+
+# --- the definition, its adapters and the simulated systems agree ------------------------------------
+
+
+def test_every_field_a_step_sends_is_taken_by_its_adapter(definition: BundleDefinition) -> None:
+    """A step that sends more than its system takes breaks data minimisation: catch the drift."""
+    result = validate(definition, example("complete"))
+    for step in definition.steps:
+        payload = project(result.data, step.fields)
+        for adapter in {step.adapter, *(variant.adapter for variant in step.variants)}:
+            adapter_type = ADAPTER_TYPES[adapter]
+            assert issubclass(adapter_type, JsonRestAdapter), adapter
+            mapped, unused = adapter_type.field_map.apply(payload)
+            assert unused == [], (step.id, adapter)
+            assert mapped, (step.id, adapter)
+
+
+def test_each_simulated_system_takes_a_change_when_the_engine_sends_it(definition: BundleDefinition) -> None:
+    """The sandbox refuses dates by the same months_ahead the definition waits for."""
+    books = {spec.id: spec.behaviour() for spec in ADDRESS_SYSTEMS if spec.behaviour is not None}
+    for step in definition.steps:
+        for adapter in {step.adapter, *(variant.adapter for variant in step.variants)}:
+            book = books[adapter]
+            if step.effective_date is None:
+                assert not isinstance(book, AddressBook), adapter
+                continue
+            assert isinstance(book, AddressBook), adapter
+            assert book.rule.months_ahead == step.effective_date.months_ahead, adapter
