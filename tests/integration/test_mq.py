@@ -231,7 +231,7 @@ async def test_a_bundle_waits_for_cras_reply_and_finishes_with_its_reference(
     admin: SandboxAdmin,
     streams: Settings,
 ) -> None:
-    async with stack_for(dev_env, sandbox.url, kafka_port) as stack:
+    async with stack_for(dev_env, sandbox, kafka_port) as stack:
         accepted = await stack.submit(example("complete"))
         status = await stack.final(accepted)
         events = await bundle_events(stack.settings, accepted["tracking_id"], status["state"])

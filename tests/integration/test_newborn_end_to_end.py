@@ -7,6 +7,7 @@ Every assertion about what a legacy system received reads the sandbox's ledger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.events import KafkaEventPublisher, decode_event
@@ -36,17 +39,21 @@ from infra.intake import Intake
 from infra.notices_cli import hospital_notice
 from infra.sandbox.client import SandboxAdmin
 from infra.settings import Settings
-from infra.worker import build_workers
+from infra.worker import build_workers, start_reply_collectors
+from tests.conftest import SandboxProcess
 from tests.integration.streams_support import reply_streams
 from tests.workflow.support import assert_replays
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleEvent, DecisionAction, StepDecision
+from workflows.names import reply_collector_id
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "newborn-on"
 SYSTEMS = ("on-registrar-births", "on-certificates", "esdc-sin", "cra-aba", "resp-referral")
 FINAL = {"completed", "completed_with_exceptions", "failed", "withdrawn"}
+BATCH_POLL = timedelta(milliseconds=500)
+"""How often the test stack's collector reads ESDC's reply files (the sandbox answers every second)."""
 
 
 def example(name: str) -> dict[str, Any]:
@@ -134,14 +141,21 @@ def step_states(status: dict[str, Any]) -> dict[str, str]:
 
 @asynccontextmanager
 async def stack_for(
-    env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, *, workers: bool = True
+    env: WorkflowEnvironment, sandbox_process: SandboxProcess | str, kafka_port: int, *, workers: bool = True
 ) -> AsyncIterator[Stack]:
+    """A stack on the sandbox; given only its URL, batch systems (ESDC's SIN intake) are out of reach."""
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    process = sandbox_process if isinstance(sandbox_process, SandboxProcess) else None
+    sandbox_url = process.url if process is not None else str(sandbox_process)
     settings = Settings(
         environment="test",
         temporal_namespace=env.client.namespace,
         task_queue_prefix=prefix,
         sandbox_url=sandbox_url,
+        # ESDC's SIN intake exchanges batch files over the sandbox's SFTP server.
+        sftp_host="127.0.0.1",
+        sftp_port=process.sftp_port if process is not None else None,
+        batch_poll_interval=BATCH_POLL,
         kafka_bootstrap=f"127.0.0.1:{kafka_port}",
         kafka_idempotent_producer=False,
         # Matchers are found by a digest of the facts; every test reuses the examples' facts.
@@ -162,6 +176,9 @@ async def stack_for(
                 correlation_secret=prefix.encode(),
             ):
                 await stack.enter_async_context(worker)
+            await start_reply_collectors(env.client, adapters, task_queue_prefix=prefix, interval=BATCH_POLL)
+        # Started here, or by the worker processes a test runs: stopped with the stack either way.
+        stack.push_async_callback(stop_reply_collector, env.client, prefix)
         api = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tellonce.test")
         )
@@ -173,6 +190,12 @@ async def stack_for(
                 await sandbox.clear_faults(system)
 
 
+async def stop_reply_collector(client: Client, prefix: str) -> None:
+    """End the stack's batch reply collector, if one was started, so it does not poll after the test."""
+    with contextlib.suppress(RPCError):
+        await client.get_workflow_handle(reply_collector_id(prefix, "esdc-sin")).terminate("test over")
+
+
 @pytest.fixture(scope="module")
 async def streams(dev_env: WorkflowEnvironment, kafka_port: int) -> AsyncIterator[None]:
     """`tellonce streams` for CRA's replies: its ABA answers over a message queue, later."""
@@ -182,9 +205,9 @@ async def streams(dev_env: WorkflowEnvironment, kafka_port: int) -> AsyncIterato
 
 @pytest.fixture
 async def stack(
-    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, streams: None
+    dev_env: WorkflowEnvironment, sandbox: SandboxProcess, kafka_port: int, streams: None
 ) -> AsyncIterator[Stack]:
-    async with stack_for(dev_env, sandbox_url, kafka_port) as s:
+    async with stack_for(dev_env, sandbox, kafka_port) as s:
         yield s
 
 
@@ -209,21 +232,23 @@ async def test_transient_faults_then_an_outage_are_retried_to_one_record(stack: 
     submission = example("complete")
     submission["child"]["given_names"] = "Outage"
     accepted = await stack.submit(submission)
-    await stack.sandbox.set_faults("esdc-sin", fail_next=3, key_prefix=accepted["tracking_id"])
-    sin = (await stack.wait(accepted, lambda s: steps(s)["social_insurance_number"]["attempts"] >= 3))[
+    # The promoter's intake answers at once over REST: its 500s and 503s reach the step directly
+    # (ESDC's batch intake would only hold the file until it is up again).
+    await stack.sandbox.set_faults("resp-referral", fail_next=3, key_prefix=accepted["tracking_id"])
+    resp = (await stack.wait(accepted, lambda s: steps(s)["education_savings_referral"]["attempts"] >= 3))[
         "steps"
     ]
-    assert sin
-    await stack.sandbox.set_faults("esdc-sin", down_for_s=30, key_prefix=accepted["tracking_id"])
+    assert resp
+    await stack.sandbox.set_faults("resp-referral", down_for_s=30, key_prefix=accepted["tracking_id"])
     retrying = await stack.wait(
-        accepted, lambda s: steps(s)["social_insurance_number"]["state"] == "retrying"
+        accepted, lambda s: steps(s)["education_savings_referral"]["state"] == "retrying"
     )
-    assert steps(retrying)["social_insurance_number"]["message"]["fr"]
+    assert steps(retrying)["education_savings_referral"]["message"]["fr"]
 
     status = await stack.final(accepted, timeout=120)
     assert status["state"] == "completed"
-    assert steps(status)["social_insurance_number"]["attempts"] >= 5
-    ledger = await stack.sandbox.ledger("esdc-sin", key_prefix=f"{accepted['tracking_id']}:")
+    assert steps(status)["education_savings_referral"]["attempts"] >= 5
+    ledger = await stack.sandbox.ledger("resp-referral", key_prefix=f"{accepted['tracking_id']}:")
     assert len(ledger) == 1
 
 
@@ -502,9 +527,10 @@ def assert_logs_free_of_personal_data(logs: list[Path], submission: dict[str, An
 
 
 async def test_worker_killed_mid_bundle_completes_without_duplicates(
-    dev_env: WorkflowEnvironment, sandbox_url: str, kafka_port: int, tmp_path: Path, streams: None
+    dev_env: WorkflowEnvironment, sandbox: SandboxProcess, kafka_port: int, tmp_path: Path, streams: None
 ) -> None:
-    async with stack_for(dev_env, sandbox_url, kafka_port, workers=False) as stack:
+    sandbox_url = sandbox.url
+    async with stack_for(dev_env, sandbox, kafka_port, workers=False) as stack:
         env = {
             **os.environ,
             "TELLONCE_ENVIRONMENT": "test",
@@ -512,6 +538,9 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
             "TELLONCE_TEMPORAL_NAMESPACE": dev_env.client.namespace,
             "TELLONCE_TASK_QUEUE_PREFIX": stack.prefix,
             "TELLONCE_SANDBOX_URL": sandbox_url,
+            "TELLONCE_SFTP_HOST": "127.0.0.1",
+            "TELLONCE_SFTP_PORT": str(sandbox.sftp_port),
+            "TELLONCE_BATCH_POLL_INTERVAL": "PT0.5S",
             "TELLONCE_KAFKA_BOOTSTRAP": stack.settings.kafka_target,
             "TELLONCE_KAFKA_IDEMPOTENT_PRODUCER": "false",
             "TELLONCE_CORRELATION_SECRET": stack.prefix,
