@@ -383,6 +383,9 @@ async def test_a_program_refusing_after_the_identity_check_rolls_every_address_b
     await stack.sandbox.set_faults(
         "on-health",
         key_prefix=f"{tracking_id}:",
+        # The refusal comes back late, as a slow system's would: the other programs have changed
+        # the address by then, so there is something to roll back.
+        latency_ms=1500,
         reject_when={
             "field": "health_number",
             "equals": "5088123467",
