@@ -18,6 +18,7 @@ from adapters.contract_kit import (
     poll_replies,
     run_contract,
 )
+from adapters.contracts import contract_for
 from adapters.message_queue import MessageQueueAdapter, await_reply_on_topic, reply_waiter
 from adapters.registry import ADAPTER_TYPES, build_adapters
 from adapters.samples import NEWBORN_FIELDS
@@ -61,13 +62,16 @@ def case_for(system: str, sandbox: SandboxProcess, admin: SandboxAdmin) -> Contr
         adapter = cls.from_settings(sandbox.settings())
     else:
         adapter = cls(sandbox.url)  # type: ignore[call-arg]  # every shipped HTTP adapter takes a URL
+    # Sample, probe and de-duplication from the system's contract; PROBE_FIELDS still overrides the probe.
+    spec = contract_for(cls)
+    assert spec is not None, f"no contract for {system}: add it to adapters/contracts.py"
     return ContractCase(
         adapter=adapter,
         admin=admin,
-        sample=SAMPLE,
-        probe_field=PROBE_FIELDS[system],
+        sample=StepRequest(fields=dict(spec.sample)),
+        probe_field=PROBE_FIELDS.get(system, spec.probe_field),
         key_prefix=f"contract-{uuid.uuid4().hex[:12]}:",
-        dedupes=system != "resp-referral",
+        dedupes=spec.dedupes,
         await_reply=await_reply,
     )
 
