@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from structlog.testing import capture_logs
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from adapters.batch import request_file_name
+from activities.replies import CollectResult, ReplyActivities
+from adapters.batch import DirectoryTransport, request_file_name
 from adapters.contract_kit import call_context, closed_port
-from adapters.esdc_sin import EsdcSinAdapter
+from adapters.esdc_sin import REPLY_LAYOUT, EsdcSinAdapter
 from adapters.samples import NEWBORN_FIELDS
 from adapters.sdk import AsyncReply, ReplyBatch, StepRequest, TransientError
 from bundles.models import BundleDefinition
@@ -246,3 +249,38 @@ async def test_a_reply_collected_from_the_outbox_completes_the_bundle(
     assert final.state is BundleState.COMPLETED and sin.state is StepState.DONE
     (entry,) = await admin.ledger(SYSTEM, key_prefix=handle.id)
     assert sin.reference == entry["reference"]
+
+
+async def test_replies_for_no_open_bundle_are_dropped_and_their_file_still_acknowledged(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    adapter = EsdcSinAdapter(DirectoryTransport(tmp_path))
+    outbox = tmp_path / SYSTEM / "outbox"
+    outbox.mkdir(parents=True)
+    records: list[dict[str, Any]] = [
+        {"correlation_id": new_key("gone-"), "outcome": "A", "reference": "SIN-REQ-1"},
+        {"correlation_id": "not-a-key-tellonce-made", "outcome": "R", "reason_code": "not_eligible"},
+        {"correlation_id": new_key(), "outcome": "A", "reference": "SIN-REQ-2"},
+    ]
+    data = bytearray(REPLY_LAYOUT.encode_file("B1", date(2026, 11, 23), records))
+    # The third line loses its correlation id: only a problem, no reply.
+    _, start, end = next(span for span in REPLY_LAYOUT.spans["D"] if span[0].name == "correlation_id")
+    line = 3 * (REPLY_LAYOUT.record_length + 2)
+    data[line + start : line + end] = b" " * (end - start)
+    (outbox / "REPLY-1.dat").write_bytes(bytes(data))
+
+    activities = ReplyActivities(dev_env.client, {SYSTEM: adapter})
+    with capture_logs() as logs:
+        result = await ActivityEnvironment().run(activities.collect_batch_replies, SYSTEM)
+
+    assert result == CollectResult(files=1, replies=2, delivered=0, dropped=2, problems=1)
+    assert (outbox / "done" / "REPLY-1.dat").is_file()
+    assert not (outbox / "REPLY-1.dat").exists()
+    dropped = [entry for entry in logs if entry["event"] == "replies.dropped"]
+    assert [(e["reply_id"], e["reason"]) for e in dropped] == [
+        ("REPLY-1.dat:2", "no_open_bundle"),
+        ("REPLY-1.dat:3", "bad_correlation_id"),
+    ]
+    # Only the system, file, line and codes are logged: never a correlation id or a value.
+    logged = str(logs)
+    assert str(records[0]["correlation_id"]) not in logged and "not-a-key" not in logged
