@@ -16,6 +16,7 @@ import abc
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import shutil
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -54,6 +55,10 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """What a file name of the exchange may look like: no paths, nothing hidden."""
 
 DEFAULT_MAX_TIMEOUT = timedelta(seconds=60)
+
+# asyncssh logs a dozen INFO lines per connection (auth, channel, subsystem...): with a poll every
+# few seconds they would drown the worker's own log. Its warnings and errors still come through.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
