@@ -562,7 +562,8 @@ async def test_worker_killed_mid_bundle_completes_without_duplicates(
             await stack.sandbox.set_faults(
                 "on-registrar-births", latency_ms=3000, key_prefix=accepted["tracking_id"]
             )
-            for _ in range(100):
+            # Up to a minute: a worker process can take over ten seconds to start on a busy machine.
+            for _ in range(600):
                 if await stack.sandbox.ledger(
                     "on-registrar-births", key_prefix=f"{accepted['tracking_id']}:"
                 ):
