@@ -159,7 +159,7 @@ def request_view(state: SystemState, reference: str) -> dict[str, Any] | None:
     order = state.orders.get(reference)
     if order is None:
         return None
-    message = CANCELLED if order.state == "cancelled" else state.spec.accepted
+    message = order.message or (CANCELLED if order.state == "cancelled" else state.spec.accepted)
     body: dict[str, Any] = {"reference": reference, "state": order.state, "message": message.model_dump()}
     if order.fee_cents is not None:
         body["fee_cents"] = order.fee_cents

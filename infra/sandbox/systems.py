@@ -281,6 +281,8 @@ class Order:
     state: str
     fee_cents: int | None = None
     refunded: bool = False
+    message: LocalizedText | None = None
+    """The system's own words on the request's state, when its logic has some (e.g. restored)."""
 
 
 @dataclass
@@ -396,7 +398,9 @@ class SystemState:
                 return Answer(422, {"code": exc.code, "message": exc.message.model_dump()})
             if not outcome.accepted:
                 return self._refused(key, fields, now, reference, outcome)
-        self.orders[reference] = Order(reference, outcome.state, fee_cents=fee)
+        self.orders[reference] = Order(
+            reference, outcome.state, fee_cents=fee, message=outcome.message if self.behaviour else None
+        )
         body: dict[str, Any] = {
             "reference": reference,
             "state": outcome.state,
@@ -446,6 +450,7 @@ class SystemState:
             outcome, message = "not_found", NOTHING_TO_CANCEL
         elif self.behaviour is not None:
             outcome, message = self.behaviour.cancel(order, fields, utcnow())
+            order.message = message
         elif order.state == "cancelled":
             outcome, message = "already_cancelled", CANCELLED
         else:

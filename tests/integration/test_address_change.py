@@ -333,6 +333,10 @@ async def test_a_later_move_waits_where_it_must_and_a_withdrawal_restores_every_
         state, held = await address_held(stack.sandbox, system, submitted["reference"])
         assert state == "restored", system
         assert same_place(held, old), system
+        # The system's own status of the change says so too.
+        request = await stack.sandbox.request(system, submitted["reference"])
+        assert request["state"] == "restored", system
+        assert "previous address" in request["message"]["en"], system
     await assert_replays(stack.intake.handle(tracking_id))
 
 
