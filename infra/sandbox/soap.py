@@ -211,7 +211,8 @@ def _request_id(header: Any) -> str | None:
     if header is None:
         return None
     found = header.find(_vs("RequestId"))
-    return checked_key(found.text.strip() if found is not None and found.text else None)
+    # Taken exactly as sent (xs:string keeps whitespace): two keys that differ are two requests.
+    return checked_key(found.text if found is not None else None)
 
 
 def _invalid(code: str, message: LocalizedText) -> SoapFaultError:
