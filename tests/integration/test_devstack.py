@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "newborn-on" / "complete.json"
 NOTICE = ROOT / "examples" / "birth-notices" / "matching.json"
 TELLONCE = [sys.executable, "-m", "infra.cli"]
-EXPECTED_SERVICES = ("api", "temporal-ui", "temporal", "kafka", "streams", "sandbox")
+EXPECTED_SERVICES = ("api", "temporal-ui", "temporal", "kafka", "streams", "sandbox", "sandbox-sftp")
 
 
 def free_port_base() -> int:
@@ -117,6 +117,7 @@ def test_dev_runs_the_stack_and_stops_cleanly(started: tuple[Stack, int], stack_
         "kafka": f"127.0.0.1:{base + PORT_OFFSETS['kafka']}",
         "streams": f"http://127.0.0.1:{base + PORT_OFFSETS['streams']}",
         "sandbox": f"http://127.0.0.1:{base + PORT_OFFSETS['sandbox']}",
+        "sandbox-sftp": f"sftp://127.0.0.1:{base + PORT_OFFSETS['sandbox-sftp']}",
     }
     assert (stack_dir / "temporal.db").is_file()
     for name in ("temporal", "kafka", "sandbox", "worker", "api", "streams"):
