@@ -28,12 +28,15 @@ from adapters.contract_kit import call_context
 from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS
 from adapters.sdk import RejectedError, StepRequest
 from bundles.catalogue import Catalogue
+from bundles.plan import resolve_plan
+from bundles.submissions import validate_submission
 from bundles.validators import toronto_today
 from infra.api import create_app
 from infra.intake import Intake
 from infra.sandbox.client import SandboxAdmin
 from infra.worker import build_workers
 from tests.conftest import SandboxProcess
+from tests.minimisation import leaked_fields
 from tests.workflow.support import assert_replays
 from workflows.bundle import BundleWorkflow
 
@@ -274,6 +277,11 @@ async def test_identity_first_then_every_consented_program_once(stack: Stack) ->
     municipal = json.dumps(ledgers["ottawa-revenue"][0]["fields"])
     assert "1988-04-12" not in municipal
     assert "135792463" not in municipal
+    # And the general proof: no program received a value of a field outside its projection.
+    definition = stack.intake.catalogue.get(BUNDLE)
+    validated = validate_submission(definition, submission)
+    plan = resolve_plan(definition, validated.data, validated.consents)
+    assert leaked_fields(plan, validated.data, ledgers) == {}
     await assert_replays(stack.intake.handle(tracking_id))
 
 
