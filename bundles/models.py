@@ -204,7 +204,7 @@ class StepDefinition(Frozen):
         default=(),
         description=(
             "Receivers chosen by the submission, first match wins. When none matches, the step is "
-            "skipped with `no_variant` guidance (required, then, unless the step is optional)."
+            "skipped with the `no_variant` guidance, which the catalogue requires of such a step."
         ),
     )
     no_variant: LocalizedText | None = Field(

@@ -236,6 +236,8 @@ def services(settings: Settings) -> list[list[Service]]:
         # Tansu refuses InitProducerId, so producers in the dev stack are not idempotent.
         "TELLONCE_KAFKA_IDEMPOTENT_PRODUCER": "false",
         "TELLONCE_LOG_FORMAT": "json",
+        # The sandbox runs its batch every second; replies are collected as promptly in a demo.
+        "TELLONCE_BATCH_POLL_INTERVAL": "PT2S",
     }
     tellonce = [sys.executable, "-m", "infra.cli"]
     temporal = _TemporalProbes(settings)

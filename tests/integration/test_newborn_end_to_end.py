@@ -315,7 +315,7 @@ async def test_refusal_after_the_pivot_parks_and_earlier_steps_stand(stack: Stac
         "AND TellonceJurisdiction = 'CA-ON'",
     )
 
-    handle = stack.client.get_workflow_handle_for(BundleWorkflow.run, accepted["tracking_id"])
+    handle = stack.client.get_workflow_handle(accepted["tracking_id"])
     await handle.execute_update(
         BundleWorkflow.decide,
         StepDecision(
@@ -410,7 +410,7 @@ async def test_attention_resolved_by_amend_and_by_skip(stack: Stack) -> None:
             and steps(s)["education_savings_referral"]["state"] == "needs_attention"
         ),
     )
-    handle = stack.client.get_workflow_handle_for(BundleWorkflow.run, accepted["tracking_id"])
+    handle = stack.client.get_workflow_handle(accepted["tracking_id"])
     await handle.execute_update(
         BundleWorkflow.decide,
         StepDecision(

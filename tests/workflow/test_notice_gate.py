@@ -230,7 +230,7 @@ async def test_a_withdrawn_bundle_takes_its_statement_back_and_leaves_the_notice
         await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
         final = await handle.result()
         matcher_id = await send_notice(own_time_env, prefix, notice())
-        matcher = own_time_env.client.get_workflow_handle_for(BirthNoticeMatchWorkflow.run, matcher_id)
+        matcher = own_time_env.client.get_workflow_handle(matcher_id)
         state = await matcher.query(BirthNoticeMatchWorkflow.state)
 
     assert final.state is BundleState.WITHDRAWN
