@@ -284,8 +284,9 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
             raise ProblemError(409, "Cannot withdraw", CANNOT_WITHDRAW) from None
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
-                # Closed bundles refuse updates; an id past retention is simply unknown.
-                closed = "completed" in exc.message.lower() or "closed" in exc.message.lower()
+                # Closed bundles refuse updates (with wording that varies as the bundle closes);
+                # an id past retention is unknown. Only the server can tell which.
+                closed = await _exists(handle)
                 raise (
                     ProblemError(409, "Cannot withdraw", CANNOT_WITHDRAW)
                     if closed
@@ -297,6 +298,17 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         return WithdrawAnswer(tracking_id=tracking_id, state=result.state)
 
     return app
+
+
+async def _exists(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the server still has the bundle (open or closed)."""
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise ProblemError(503, "Withdrawal unavailable", UNAVAILABLE) from None
+    return True
 
 
 async def read_body(request: Request) -> bytes:
