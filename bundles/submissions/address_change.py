@@ -18,31 +18,24 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationInfo,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
 from bundles.messages import NOTICES
 from bundles.models import LocalizedText
 from bundles.submissions.newborn import raise_rule_errors
+from bundles.submissions.parts import CanadianAddress, Part
 from bundles.validators import (
     EARLIEST_BIRTH_DATE,
     Email,
-    LongText,
     OntarioHealthNumber,
     PastBirthDate,
     PersonName,
     Phone,
     PostalCode,
-    ProvinceCode,
-    ShortText,
     SocialInsuranceNumber,
-    check_postal_code_province,
     custom_error,
 )
 
@@ -123,28 +116,8 @@ DocumentLast4 = Annotated[
 EffectiveDate = Annotated[date, AfterValidator(check_effective_date)]
 
 
-class _Part(BaseModel):
-    # Frozen, closed to unknown keys, and never echoing input in error text (it may be a SIN).
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-
-class Address(_Part):
+class Address(CanadianAddress):
     """A Canadian address; its postal code must belong to its province or territory."""
-
-    street: LongText
-    unit: ShortText | None = None
-    municipality: ShortText
-    province: ProvinceCode
-    postal_code: PostalCode
-
-    @field_validator("postal_code")
-    @classmethod
-    def _postal_code_in_province(cls, value: str, info: ValidationInfo) -> str:
-        # `province` is declared first, so it is in `info.data` whenever it was valid.
-        province = info.data.get("province")
-        if isinstance(province, str):
-            check_postal_code_province(value, province)
-        return value
 
     def same_place(self, other: Address) -> bool:
         """Whether two addresses name the same place, ignoring case and spacing."""
@@ -156,7 +129,7 @@ class Address(_Part):
         return key(self) == key(other)
 
 
-class Resident(_Part):
+class Resident(Part):
     """The person who moves, and the numbers each program knows them by."""
 
     given_names: PersonName | None = None
@@ -173,7 +146,7 @@ class Resident(_Part):
     )
 
 
-class Identity(_Part):
+class Identity(Part):
     """What ServiceOntario checks before any program is told (never stored by tellonce's steps)."""
 
     document_type: DocumentType
@@ -181,14 +154,14 @@ class Identity(_Part):
     old_postal_code: PostalCode = Field(description="The postal code ServiceOntario has on file.")
 
 
-class Contact(_Part):
+class Contact(Part):
     """How programs may reach the resident about this change."""
 
     email: Email | None = None
     phone: Phone | None = None
 
 
-class AddressChangeSubmission(_Part):
+class AddressChangeSubmission(Part):
     """The whole change-of-address form (`address_change/v1`)."""
 
     language: Literal["en", "fr"] = Field(description="Language for correspondence from every program.")

@@ -16,18 +16,15 @@ from datetime import date, time
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
 
 from bundles.messages import NOTICES
 from bundles.models import LocalizedText
+from bundles.submissions.parts import CanadianAddress, Part
 from bundles.validators import (
     ChildBirthDate,
     Email,
@@ -36,11 +33,9 @@ from bundles.validators import (
     PastBirthDate,
     PersonName,
     Phone,
-    PostalCode,
     ProvinceCode,
     ShortText,
     SocialInsuranceNumber,
-    check_postal_code_province,
     custom_error,
     is_late_registration,
     is_temporary_sin,
@@ -79,12 +74,7 @@ def raise_rule_errors(title: str, failures: Sequence[tuple[tuple[str | int, ...]
         )
 
 
-class _Part(BaseModel):
-    # Frozen, closed to unknown keys, and never echoing input in error text (it may be a SIN).
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-
-class ChildPlaceOfBirth(_Part):
+class ChildPlaceOfBirth(Part):
     """Where the child was born."""
 
     facility_name: LongText | None = Field(
@@ -94,7 +84,7 @@ class ChildPlaceOfBirth(_Part):
     province: ProvinceCode
 
 
-class ParentPlaceOfBirth(_Part):
+class ParentPlaceOfBirth(Part):
     """Where a parent was born."""
 
     municipality: ShortText
@@ -103,26 +93,11 @@ class ParentPlaceOfBirth(_Part):
     )
 
 
-class MailingAddress(_Part):
+class MailingAddress(CanadianAddress):
     """A Canadian mailing address; its postal code must belong to its province or territory."""
 
-    street: LongText
-    unit: ShortText | None = None
-    municipality: ShortText
-    province: ProvinceCode
-    postal_code: PostalCode
 
-    @field_validator("postal_code")
-    @classmethod
-    def _postal_code_in_province(cls, value: str, info: ValidationInfo) -> str:
-        # `province` is declared first, so it is in `info.data` whenever it was valid.
-        province = info.data.get("province")
-        if isinstance(province, str):
-            check_postal_code_province(value, province)
-        return value
-
-
-class Child(_Part):
+class Child(Part):
     """The newborn."""
 
     given_names: PersonName | None = None
@@ -147,7 +122,7 @@ class Child(_Part):
         return self
 
 
-class BirthParent(_Part):
+class BirthParent(Part):
     """The parent who gave birth: the applicant for registration and for the Canada child benefit."""
 
     given_names: PersonName | None = None
@@ -168,7 +143,7 @@ class BirthParent(_Part):
     phone: Phone | None = None
 
 
-class OtherParent(_Part):
+class OtherParent(Part):
     """The other parent, when there is one to register."""
 
     given_names: PersonName | None = None
@@ -179,7 +154,7 @@ class OtherParent(_Part):
     status_in_canada: StatusInCanada | None = None
 
 
-class CertificateOrder(_Part):
+class CertificateOrder(Part):
     """A birth certificate ordered with the registration (fees in `bundles.fees`)."""
 
     form: Literal["short", "long"] = Field(
@@ -188,13 +163,13 @@ class CertificateOrder(_Part):
     copies: int = Field(default=1, ge=1, le=5)
 
 
-class RespReferral(_Part):
+class RespReferral(Part):
     """The RESP promoter the parent chose for the education savings referral."""
 
     promoter: LongText
 
 
-class NewbornSubmission(_Part):
+class NewbornSubmission(Part):
     """The whole newborn form (`newborn/v1`)."""
 
     language: Literal["en", "fr"] = Field(description="Language for correspondence from every program.")
