@@ -273,7 +273,12 @@ class BundleWorkflow:
             if error.kind == "closed":
                 closed_at = workflow.now()
                 if not await self._await_opening(run, error):
-                    self._end_step(status, StepState.SKIPPED, self._abort_message())
+                    last = status.last_error
+                    if last is not None and last.kind in ("transient", "timeout"):
+                        # An earlier call of this round may have taken effect: learn it before stopping.
+                        await self._settle_before_stopping(run)
+                    else:
+                        self._end_step(status, StepState.SKIPPED, self._abort_message())
                     return
                 # Hours the system was closed are not the system failing: they don't use up the deadline.
                 round_started += workflow.now() - closed_at
@@ -310,10 +315,10 @@ class BundleWorkflow:
         status.message = None
         return True
 
-    async def _await_opening(self, run: _StepRun, error: StepError) -> bool:
+    async def _await_opening(self, run: _StepRun, error: StepError, *, stoppable: bool = True) -> bool:
         """Wait until a closed system opens (nothing was sent, no attempt counted).
 
-        False when the bundle stops first.
+        False when the bundle stops first (only when `stoppable`).
         """
         step, status = run.step, self._steps[run.step.id]
         wait = max(error.retry_after or timedelta(minutes=5), timedelta(seconds=1))
@@ -327,7 +332,9 @@ class BundleWorkflow:
         self._sync_visibility()
         run.retry_now = False
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._abort is not None or run.retry_now, timeout=wait)
+            await workflow.wait_condition(
+                lambda: (stoppable and self._abort is not None) or run.retry_now, timeout=wait
+            )
         return self._abort is None
 
     def _rolls_back(self, step: PlannedStep) -> bool:
@@ -411,7 +418,12 @@ class BundleWorkflow:
         """
         status = self._steps[run.step.id]
         if run.step.compensable and status.last_error is not None:
-            if await self._attempt(run) is None:
+            error = await self._attempt(run)
+            while error is not None and error.kind == "closed":
+                # Nothing was sent now, but the earlier call may have taken effect: ask once it opens.
+                await self._await_opening(run, error, stoppable=False)
+                error = await self._attempt(run)
+            if error is None:
                 return
             status.exception = True
         self._end_step(status, StepState.SKIPPED, self._abort_message())

@@ -8,8 +8,9 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.availability import Availability, MaintenanceWindow
-from adapters.sdk import CallContext, StepRequest, SubmitResult, TransientError
-from workflows.models import BundleState, StepState
+from adapters.sdk import CallContext, ClosedError, StepRequest, SubmitResult, TransientError
+from workflows.bundle import BundleWorkflow
+from workflows.models import BundleState, StepState, WithdrawRequest
 
 from .support import (
     ScriptedAdapter,
@@ -103,3 +104,40 @@ async def test_a_429_retry_after_is_waited_out_before_the_next_attempt(time_env:
     first, second = cra.called_at
     assert second - first >= timedelta(seconds=90)
     assert len({call.key for call in cra.submits()}) == 1  # the same request, never a new one
+
+
+async def test_a_withdrawal_while_closed_after_a_failed_call_still_learns_and_undoes_its_effect(
+    time_env: WorkflowEnvironment,
+) -> None:
+    client = time_env.client
+    adapters: dict[str, ScriptedAdapter] = scripted_adapters()
+    certs = adapters["certs"]
+    # The first call fails without an answer (it may have taken effect); the system then closes.
+    certs.script["submit"] = [
+        TransientError("server_error"),
+        ClosedError(reopens_in=timedelta(hours=2)),
+    ]
+    prefix = new_prefix()
+
+    async with running_workers(client, dict(adapters), prefix):
+        handle = await start_bundle(client, plan(), prefix)
+        await wait_for(
+            handle,
+            lambda s: (
+                step(s, "certificate").state == StepState.RETRYING
+                and "closed" in (step(s, "certificate").waiting_for or "")
+            ),
+            skip=(time_env, timedelta(seconds=2)),
+        )
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        final = await wait_for(
+            handle,
+            lambda s: s.state == BundleState.WITHDRAWN,
+            skip=(time_env, timedelta(hours=1)),
+            timeout=60,
+        )
+
+    # Asked again once open (same key): it had taken effect, so it is undone, not forgotten.
+    assert step(final, "certificate").state == StepState.COMPENSATED
+    assert len({call.key for call in certs.submits()}) == 1
+    assert [call.operation for call in certs.calls][-1] == "compensate"
