@@ -41,6 +41,9 @@ class CollectResult(Model):
     delivered: int = 0
     dropped: int = Field(default=0, description="Replies whose bundle no longer exists or never did.")
     problems: int = Field(default=0, description="Lines that could not be read.")
+    incomplete: int = Field(
+        default=0, description="Files left unacknowledged because they look unfinished (read again later)."
+    )
 
 
 class ReplyActivities:
@@ -85,6 +88,11 @@ class ReplyActivities:
                 else:
                     result.dropped += 1
                 activity.heartbeat(batch.receipt)
+            if not batch.complete:
+                # Its replies went out (a second reading applies them once); the rest comes later.
+                result.incomplete += 1
+                ctx.log.warning("replies.file_incomplete", file=batch.receipt, replies=len(batch.replies))
+                continue
             await adapter.acknowledge(ctx, batch.receipt)
             ctx.log.info("replies.file_done", file=batch.receipt, replies=len(batch.replies))
         return result

@@ -275,6 +275,10 @@ OUTCOMES: dict[str, Outcome] = {"A": "accepted", "R": "rejected", "N": "needs_at
 """Reply outcome codes of the reply layout."""
 
 
+UNFINISHED = frozenset({"missing_trailer", "count_mismatch"})
+"""Problems of a reply file that may be still being written: it is read again, not acknowledged."""
+
+
 class BatchFileAdapter(Adapter, PolledReplies):
     """Base of adapters for systems that read request files and write reply files later.
 
@@ -394,7 +398,11 @@ class BatchFileAdapter(Adapter, PolledReplies):
             problems.extend(str(problem) for problem in record.problems)
             if reply is not None:
                 replies.append(reply)
-        return ReplyBatch(receipt=name, replies=tuple(replies), problems=tuple(problems))
+        # A file cut short (no trailer, fewer records than it counts) may still be being written.
+        unfinished = any(p.code in UNFINISHED for p in decoded.problems)
+        return ReplyBatch(
+            receipt=name, replies=tuple(replies), problems=tuple(problems), complete=not unfinished
+        )
 
     def reply_of(self, name: str, record: DecodedRecord) -> AsyncReply | None:
         """The reply a detail record carries, or None when not even its correlation id is readable."""

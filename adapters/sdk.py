@@ -205,6 +205,14 @@ class ReplyBatch(BaseModel):
     receipt: str = Field(min_length=1, description="What `acknowledge` needs to mark the unit as read.")
     replies: tuple[AsyncReply, ...] = ()
     problems: tuple[str, ...] = ()
+    complete: bool = Field(
+        default=True,
+        description=(
+            "False when the unit looks unfinished (e.g. a reply file without its trailer, perhaps "
+            "still being written): its readable replies are delivered, but it is not acknowledged, "
+            "so the rest is read once it is whole."
+        ),
+    )
 
 
 class PolledReplies(abc.ABC):

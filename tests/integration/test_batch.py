@@ -284,3 +284,28 @@ async def test_replies_for_no_open_bundle_are_dropped_and_their_file_still_ackno
     # Only the system, file, line and codes are logged: never a correlation id or a value.
     logged = str(logs)
     assert str(records[0]["correlation_id"]) not in logged and "not-a-key" not in logged
+
+
+async def test_a_reply_file_still_being_written_is_left_for_the_next_round(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    adapter = EsdcSinAdapter(DirectoryTransport(tmp_path))
+    outbox = tmp_path / SYSTEM / "outbox"
+    outbox.mkdir(parents=True)
+    whole = REPLY_LAYOUT.encode_file(
+        "B1",
+        date(2026, 11, 23),
+        [{"correlation_id": new_key("gone-"), "outcome": "A", "reference": "SIN-REQ-1"}] * 2,
+    )
+    cut = whole[: 2 * (REPLY_LAYOUT.record_length + 2)]  # header and one record, no trailer yet
+    (outbox / "REPLY-1.dat").write_bytes(cut)
+    activities = ReplyActivities(dev_env.client, {SYSTEM: adapter})
+
+    first = await ActivityEnvironment().run(activities.collect_batch_replies, SYSTEM)
+    assert (first.files, first.incomplete, first.replies) == (1, 1, 1)
+    assert (outbox / "REPLY-1.dat").is_file() and not (outbox / "done").exists()
+
+    (outbox / "REPLY-1.dat").write_bytes(whole)
+    second = await ActivityEnvironment().run(activities.collect_batch_replies, SYSTEM)
+    assert (second.files, second.incomplete, second.replies) == (1, 0, 2)
+    assert (outbox / "done" / "REPLY-1.dat").is_file()

@@ -244,3 +244,28 @@ def test_the_correlation_id_field_holds_any_key_tellonce_makes() -> None:
     assert isinstance(spec, FieldSpec) and spec.required
     # A uuid, the longest step id of the catalogue and a revision still fit.
     assert len(f"{KEY}:r99") <= spec.width
+
+
+async def test_a_reply_file_cut_short_is_delivered_so_far_but_not_acknowledged(world: World) -> None:
+    whole = REPLY_LAYOUT.encode_file(
+        "B1",
+        utcnow().date(),
+        [
+            {"correlation_id": KEY, "outcome": "A", "reference": "R-1"},
+            {"correlation_id": f"second-{KEY}", "outcome": "A", "reference": "R-2"},
+        ],
+    )
+    lines = whole.split(b"\r\n")
+    outbox = world.root / "esdc-sin" / "outbox"
+    outbox.mkdir(parents=True)
+    # The system is still writing: the header and the first record are there, nothing more.
+    (outbox / "REPLY-1.dat").write_bytes(b"\r\n".join(lines[:2]) + b"\r\n")
+    (partial,) = await world.fetch()
+    assert not partial.complete
+    assert [r.correlation_id for r in partial.replies] == [KEY]
+
+    (outbox / "REPLY-1.dat").write_bytes(whole)
+    (finished,) = await world.fetch()
+    assert finished.complete and len(finished.replies) == 2
+    # The same line read twice is the same reply: its bundle applies it once.
+    assert finished.replies[0].reply_id == partial.replies[0].reply_id
