@@ -258,6 +258,10 @@ class SoapAdapter(Adapter):
             raise TransientError(
                 "connection_failed", detail=f"{type(exc).__name__} calling {self.system}"
             ) from exc
+        except httpx.HTTPError as exc:
+            # An answer came but could not be read (undecodable body, redirect loop): the request
+            # may have taken effect, so a person looks rather than a blind retry.
+            raise self.unreadable(0) from exc
         except (ZeepError, TypeError, ValueError, SyntaxError):
             if not transport.sent:
                 # zeep could not build the message from the mapped fields: our bug, nothing sent.

@@ -22,6 +22,7 @@ from workflows.names import (
 
 DEV_ACCESS_CODE_SECRET = "local-development-only-access-code-secret"  # noqa: S105 - refused outside local/test
 DEV_CORRELATION_SECRET = "local-development-only-correlation-secret"  # noqa: S105 - refused outside local/test
+DEV_SFTP_PASSWORD = "local-development-only-sftp-password"  # noqa: S105 - refused in production
 
 PORT_OFFSETS: dict[str, int] = {
     "api": 800,
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
     sftp_port: int | None = None
     sftp_username: str = "tellonce"
     sftp_password: SecretStr | None = Field(
-        default=SecretStr("local-development-only-sftp-password"),
+        default=SecretStr(DEV_SFTP_PASSWORD),
         description="Password of the SFTP account (or use a key file).",
     )
     sftp_client_key: Path | None = None
@@ -186,6 +187,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TELLONCE_SFTP_KNOWN_HOSTS must pin the batch SFTP server's host key in production"
             )
+        dev_password = self.sftp_password is not None and (
+            self.sftp_password.get_secret_value() == DEV_SFTP_PASSWORD
+        )
+        if self.environment == "production" and self.batch_transport == "sftp" and dev_password:
+            raise ValueError("TELLONCE_SFTP_PASSWORD must be your own (or unset, with a key) in production")
         if self.environment == "production" and self.kafka_bootstrap is None:
             # Bundles finish only once their status events are out: a Kafka that silently meant
             # the embedded broker's address would leave every bundle open.

@@ -276,7 +276,11 @@ def soap_routes(states: dict[str, SystemState]) -> APIRouter:
         """One SOAP 1.1 call: `RegisterBirth` or `GetRegistration`."""
         # Looked up per call: the admin API's reset replaces the states in place.
         state = states[REGISTRAR]
+        declared = request.headers.get("content-length", "")
         try:
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                # Refused before reading: a sandbox that buffers any size is a memory hazard.
+                raise _invalid("request_too_large", TOO_LARGE)
             return await handle(state, await request.body())
         except SoapFaultError as fault:
             log.info("sandbox.soap_fault", system=REGISTRAR, faultcode=fault.faultcode, code=fault.code)

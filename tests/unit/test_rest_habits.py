@@ -308,3 +308,19 @@ async def test_bad_listing_arguments_are_refused_before_any_call(
     with pytest.raises(ValueError, match=message):
         _ = [item async for item in adapter_for(system).list_requests(context("status"), **kwargs)]
     assert system.requests == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda request: httpx.TooManyRedirects("redirect loop", request=request),
+        lambda request: httpx.DecodingError("bad gzip", request=request),
+    ],
+)
+async def test_an_answer_that_cannot_be_read_is_for_a_person_not_a_library_error(failure: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise failure(request)
+
+    with pytest.raises(NeedsAttentionError) as caught:
+        await submit(adapter_for(handler))
+    assert caught.value.code == "unreadable_answer"

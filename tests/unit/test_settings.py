@@ -13,6 +13,7 @@ PRODUCTION = {
     "correlation_secret": "a-production-correlation-secret",
     "kafka_bootstrap": "kafka-1.internal:9093,kafka-2.internal:9093",
     "sftp_known_hosts": "/etc/tellonce/known_hosts",
+    "sftp_password": "a-production-sftp-password",
 }
 
 
@@ -29,6 +30,7 @@ def test_a_complete_production_configuration_is_accepted() -> None:
         ("correlation_secret", "TELLONCE_CORRELATION_SECRET"),
         ("kafka_bootstrap", "TELLONCE_KAFKA_BOOTSTRAP"),
         ("sftp_known_hosts", "TELLONCE_SFTP_KNOWN_HOSTS"),
+        ("sftp_password", "TELLONCE_SFTP_PASSWORD"),
     ],
 )
 def test_production_refuses_development_defaults(missing: str, named: str) -> None:
