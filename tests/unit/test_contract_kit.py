@@ -210,6 +210,7 @@ def test_check_refuses_production(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setenv("TELLONCE_CORRELATION_SECRET", "c" * 32)
     monkeypatch.setenv("TELLONCE_SFTP_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
     monkeypatch.setenv("TELLONCE_KAFKA_BOOTSTRAP", "kafka.example:9093")
+    monkeypatch.setenv("TELLONCE_SFTP_PASSWORD", "p" * 32)
     result = check("adapters.on_certificates")
     assert result.exit_code == 2
     assert "never runs in production" in result.output
