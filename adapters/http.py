@@ -108,6 +108,21 @@ CLOSED_CODES = frozenset({"closed", "closed_for_maintenance"})
 """Codes of a 503 body by which a system says it is closed rather than failing."""
 
 
+def exchange_failure(exc: TimeoutError | httpx.HTTPError, system: str, timeout: float) -> AdapterError:
+    """The taxonomy error of an HTTP exchange that failed before a status could be read.
+
+    A timeout or a connection failure is transient. An answer that came but could not be read
+    (undecodable body, redirect loop) may mean the request took effect: a person looks.
+    """
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return TransientError("timeout", detail=f"no answer from {system} within {timeout:.1f}s")
+    if isinstance(exc, httpx.TransportError):
+        return TransientError("connection_failed", detail=f"{type(exc).__name__} calling {system}")
+    return NeedsAttentionError(
+        "unreadable_answer", UNREADABLE_ANSWER, detail=f"unreadable answer from {system}"
+    )
+
+
 def error_for_status(response: httpx.Response, system: str) -> AdapterError | None:
     """Classify a response: None for 2xx, otherwise the taxonomy error to raise.
 
@@ -354,18 +369,8 @@ class JsonRestAdapter(Adapter):
                 response = await self._client.request(
                     method, url, json=json, headers=sent, params=params, timeout=httpx.Timeout(timeout)
                 )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise TransientError(
-                "timeout", detail=f"no answer from {self.system} within {timeout:.1f}s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(
-                "connection_failed", detail=f"{type(exc).__name__} calling {self.system}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            # An answer came but could not be read (undecodable body, redirect loop): the request
-            # may have taken effect, so a person looks rather than a blind retry.
-            raise self.unreadable(0) from exc
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise exchange_failure(exc, self.system, timeout) from exc
         ctx.log.info(
             "adapter.answered",
             system=self.system,

@@ -46,6 +46,7 @@ from adapters.http import (
     TRANSIENT_CODES,
     UNREADABLE_ANSWER,
     error_for_status,
+    exchange_failure,
     retry_after,
 )
 from adapters.mapping import FieldMap
@@ -250,18 +251,8 @@ class SoapAdapter(Adapter):
             raise self.fault_error(exc, transport.response) from None
         except ZeepTransportError:
             raise self.transport_error(transport.response) from None
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise TransientError(
-                "timeout", detail=f"no answer from {self.system} within {timeout:.1f}s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TransientError(
-                "connection_failed", detail=f"{type(exc).__name__} calling {self.system}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            # An answer came but could not be read (undecodable body, redirect loop): the request
-            # may have taken effect, so a person looks rather than a blind retry.
-            raise self.unreadable(0) from exc
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise exchange_failure(exc, self.system, timeout) from exc
         except (ZeepError, TypeError, ValueError, SyntaxError):
             if not transport.sent:
                 # zeep could not build the message from the mapped fields: our bug, nothing sent.
