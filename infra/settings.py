@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.availability import CRA_ONLINE_HOURS, Availability
+from infra.crypto import FileKeyProvider, KeyProvider, Keyring, StaticKeyProvider, load_provider
 from workflows.names import (
     TOPIC_BIRTH_NOTICES,
     TOPIC_BIRTH_NOTICES_DLQ,
@@ -161,6 +162,36 @@ class Settings(BaseSettings):
         description="How often the legacy sandbox's batch systems process their inbox (its 'nightly' run).",
     )
 
+    encryption_enabled: bool = Field(
+        default=True,
+        description=(
+            "Encrypt Temporal payloads and personal data on Kafka. Off only to show what it hides; "
+            "refused in production."
+        ),
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description='Keyring JSON: {"active": KID, "keys": {KID: {"secret": base64, "created": time}}}.',
+    )
+    encryption_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "Keyring file; default <data_dir>/keys/keyring.json, created on first use outside production."
+        ),
+    )
+    encryption_key_provider: str | None = Field(
+        default=None,
+        description="`package.module:factory` returning a KeyProvider (e.g. backed by a KMS).",
+    )
+    retention_period: timedelta = Field(
+        default=timedelta(days=30),
+        gt=timedelta(0),
+        description=(
+            "How long a finished bundle keeps its personal data; afterwards only its non-personal "
+            "record remains."
+        ),
+    )
+
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
 
@@ -192,6 +223,15 @@ class Settings(BaseSettings):
         )
         if self.environment == "production" and self.batch_transport == "sftp" and dev_password:
             raise ValueError("TELLONCE_SFTP_PASSWORD must be your own (or unset, with a key) in production")
+        if self.environment == "production" and not self.encryption_enabled:
+            raise ValueError("TELLONCE_ENCRYPTION_ENABLED cannot be false in production")
+        if self.environment == "production" and not (
+            self.encryption_keys or self.encryption_keys_file or self.encryption_key_provider
+        ):
+            raise ValueError(
+                "production needs its keyring: set TELLONCE_ENCRYPTION_KEY_PROVIDER, "
+                "TELLONCE_ENCRYPTION_KEYS or TELLONCE_ENCRYPTION_KEYS_FILE"
+            )
         if self.environment == "production" and self.kafka_bootstrap is None:
             # Bundles finish only once their status events are out: a Kafka that silently meant
             # the embedded broker's address would leave every bundle open.
@@ -205,6 +245,28 @@ class Settings(BaseSettings):
     def legacy_system(self, system: str) -> LegacySystemSettings:
         """One legacy system's settings (defaults when it has none of its own)."""
         return self.legacy_systems.get(system) or LegacySystemSettings()
+
+    @cached_property
+    def keyring_path(self) -> Path:
+        """Where the keyring file is (whether or not it is the configured key source)."""
+        return self.encryption_keys_file or self.data_dir / "keys" / "keyring.json"
+
+    @cached_property
+    def keyring(self) -> Keyring | None:
+        """The keyring every sealing component uses, or None when encryption is off.
+
+        Read once per process: a rotation reaches running processes when they restart.
+        """
+        if not self.encryption_enabled:
+            return None
+        provider: KeyProvider
+        if self.encryption_key_provider:
+            provider = load_provider(self.encryption_key_provider, self)
+        elif self.encryption_keys is not None:
+            provider = StaticKeyProvider(self.encryption_keys.get_secret_value())
+        else:
+            provider = FileKeyProvider(self.keyring_path, create=self.environment != "production")
+        return provider.keyring()
 
     @cached_property
     def batch_root(self) -> Path:

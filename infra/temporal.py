@@ -1,15 +1,17 @@
-"""The one place a Temporal client is built: pydantic data converter, namespace, address."""
+"""The one place a Temporal client is built: encrypted pydantic data converter, namespace, address."""
 
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
+from infra.codec import build_data_converter
 from infra.settings import Settings
 
-DATA_CONVERTER: DataConverter = pydantic_data_converter
-"""Every client and worker uses this converter (the privacy work adds its payload codec here)."""
+
+def data_converter(settings: Settings) -> DataConverter:
+    """The converter every client and worker of these settings uses (workers inherit their client's)."""
+    return build_data_converter(settings.keyring)
 
 
 async def connect(settings: Settings) -> Client:
@@ -17,5 +19,5 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
-        data_converter=DATA_CONVERTER,
+        data_converter=data_converter(settings),
     )

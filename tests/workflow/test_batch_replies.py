@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities.replies import COLLECT_BATCH_REPLIES, CollectorInput, CollectResult
-from infra.temporal import DATA_CONVERTER
+from tests.encryption import TEST_DATA_CONVERTER
 from tests.workflow.support import new_prefix
 from workflows.names import bundle_task_queue, legacy_task_queue, reply_collector_id
 from workflows.reply_collector import ROUNDS_PER_RUN, BatchReplyCollectorWorkflow
@@ -70,5 +70,5 @@ async def test_the_collector_keeps_going_past_failed_rounds_and_continues_as_new
     assert latest.status == WorkflowExecutionStatus.RUNNING
     first_handle = env.client.get_workflow_handle(collector_id, run_id=first_run)
     assert (await first_handle.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
-    replayer = Replayer(workflows=[BatchReplyCollectorWorkflow], data_converter=DATA_CONVERTER)
+    replayer = Replayer(workflows=[BatchReplyCollectorWorkflow], data_converter=TEST_DATA_CONVERTER)
     await replayer.replay_workflow(await first_handle.fetch_history())

@@ -45,7 +45,7 @@ from bundles.notices import (
     StatementWithdrawal,
 )
 from infra.settings import Settings
-from infra.temporal import DATA_CONVERTER
+from tests.encryption import TEST_DATA_CONVERTER
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.models import SIGNAL_BIRTH_NOTICE_RESULT, NoticeMatchResult
 from workflows.names import BIRTH_NOTICE_WORKFLOW_PREFIX, bundle_task_queue
@@ -292,7 +292,7 @@ async def state(h: Harness, workflow_id: str, predicate: Callable[[MatchState], 
 
 async def assert_replays(h: Harness, workflow_id: str) -> None:
     history = await h.matcher(workflow_id).fetch_history()
-    await Replayer(workflows=[BirthNoticeMatchWorkflow], data_converter=DATA_CONVERTER).replay_workflow(
+    await Replayer(workflows=[BirthNoticeMatchWorkflow], data_converter=TEST_DATA_CONVERTER).replay_workflow(
         history
     )
 
