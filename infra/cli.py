@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from infra.adapters_cli import adapters_app
+from infra.keys_cli import keys_app
 from infra.notices_cli import notices_app
 from infra.settings import Settings
 from workflows.models import FINAL_BUNDLE_STATES, BundleState
@@ -43,6 +44,7 @@ bundles_app = typer.Typer(
 )
 app.add_typer(bundles_app, name="bundles")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(keys_app, name="keys")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

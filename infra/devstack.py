@@ -447,4 +447,6 @@ def run_dev(settings: Settings, say: Say, complain: Say) -> int:
     """Run the dev stack in the foreground; returns the process exit code."""
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The children would race to generate the stack's keyring; create it (if it is the source) first.
+    _ = settings.keyring
     return asyncio.run(DevStack(settings, say, complain).run())
