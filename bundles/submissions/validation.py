@@ -2,7 +2,8 @@
 
 Every problem becomes a `FieldError` with a dotted path, a stable code and a bilingual
 message, so a form can show each one next to its field. Submitted values never appear in an
-error: a value may be a Social Insurance Number.
+error: a value may be a Social Insurance Number. No text may hold `<` or `>`: no name, address
+or other detail needs them, and refusing them keeps markup out of everything downstream.
 """
 
 from __future__ import annotations
@@ -100,6 +101,38 @@ def add_months(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
+MARKUP_CHARACTERS = frozenset("<>")
+MARKUP_MESSAGE = LocalizedText(
+    en="Remove the characters < and >; they have no place in names, addresses or other details",
+    fr="Retirez les caractères < et >; ils n'ont pas leur place dans les noms, les adresses ou "
+    "les autres renseignements",
+)
+
+
+def _texts(value: Any) -> list[tuple[tuple[int | str, ...], str]]:
+    """Every string of a JSON tree with its location (iterative: the tree may be deep)."""
+    found: list[tuple[tuple[int | str, ...], str]] = []
+    pending: list[tuple[tuple[int | str, ...], Any]] = [((), value)]
+    while pending:
+        loc, node = pending.pop()
+        if isinstance(node, str):
+            found.append((loc, node))
+        elif isinstance(node, Mapping):
+            pending.extend(((*loc, str(key)), child) for key, child in node.items())
+        elif isinstance(node, list):
+            pending.extend(((*loc, index), child) for index, child in enumerate(node))
+    return found
+
+
+def _markup_errors(data: Any, already: set[str]) -> list[FieldError]:
+    errors: dict[str, FieldError] = {}
+    for loc, text in _texts(data):
+        path = safe_path(loc)
+        if path not in already and not MARKUP_CHARACTERS.isdisjoint(text):
+            errors.setdefault(path, FieldError(path=path, code="markup_characters", message=MARKUP_MESSAGE))
+    return sorted(errors.values(), key=lambda e: e.path)
+
+
 def _rule_errors(
     definition: BundleDefinition, data: Mapping[str, Any], already: set[str], today: date
 ) -> list[FieldError]:
@@ -149,6 +182,7 @@ def validate_submission(
         errors.extend(_consent_errors(definition, raw))
         checked = model.model_dump(mode="json") if model is not None else raw
         errors.extend(_rule_errors(definition, checked, {e.path for e in errors}, today))
+        errors.extend(_markup_errors(checked, {e.path for e in errors}))
     if errors or model is None:
         raise SubmissionInvalid(errors)
 
