@@ -14,6 +14,13 @@ reports success before that acknowledgement. A retry after a lost acknowledgemen
 same message again: the system de-duplicates on the correlation id (it answers a repeat with its
 recorded answer), and the bundle de-duplicates replies. No personal data ever goes into a key,
 a header or an error: only the message value carries the request.
+
+With a sealer (the deployment's keyring, given when the worker builds the adapter) the request's
+fields and the reply's answer travel sealed, each for a purpose naming the system and the
+correlation id, so a sealed body copied to another request or reply does not open there; the
+correlation id and the message type stay readable for routing. This module is the codec of both
+directions: the legacy side (the sandbox, or a bridge in front of a real system) uses
+`open_request` and `seal_reply`, tellonce uses `message` and `open_reply`.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -34,6 +41,7 @@ from pydantic import ValidationError
 from adapters.mapping import FieldMap
 from adapters.sdk import Adapter, AsyncReply, CallContext, StepRequest, SubmitResult, TransientError
 from bundles.models import LocalizedText
+from infra.crypto import KeyringError, UnknownKeyError, is_sealed, sealed_key_id
 from infra.kafka import bootstrap_servers, security
 from workflows.names import legacy_replies_topic, legacy_requests_topic
 
@@ -55,6 +63,41 @@ REPLY_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A system's reason code is kept only when it has this shape: short, stable, no data in it."""
 
 Headers = list[tuple[str, bytes]]
+
+REQUEST_PURPOSE = "tellonce.legacy-request/v1"
+REPLY_PURPOSE = "tellonce.legacy-reply/v1"
+REPLY_FIELDS = frozenset({"outcome", "reference", "code", "message"})
+"""A reply's answer: sealed together in `reply`, never beside it in the clear."""
+
+
+class Sealer(Protocol):
+    """Seals and opens values for a purpose (`infra.crypto.Keyring` is one)."""
+
+    def seal(self, plaintext: bytes, purpose: str) -> str:
+        """A sealed token for `plaintext`, bound to `purpose`."""
+        ...
+
+    def open_sealed(self, token: str, purpose: str) -> bytes:
+        """The plaintext of a token sealed for `purpose`.
+
+        Raises:
+            infra.crypto.KeyringError: unknown key, damaged token, or another purpose.
+        """
+        ...
+
+
+def request_purpose(system: str, correlation_id: str) -> str:
+    """What a request's fields are sealed for: `tellonce.legacy-request/v1:<system>:<correlation id>`."""
+    return f"{REQUEST_PURPOSE}:{system}:{correlation_id}"
+
+
+def reply_purpose(system: str, correlation_id: str) -> str:
+    """What a reply's answer is sealed for: `tellonce.legacy-reply/v1:<system>:<correlation id>`."""
+    return f"{REPLY_PURPOSE}:{system}:{correlation_id}"
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def message_id(idempotency_key: str) -> str:
@@ -90,32 +133,43 @@ class MessageQueueAdapter(Adapter):
     * headers: `correlation-id` (the same key), `reply-to` (`legacy.<system>.replies`),
       `content-type` (`application/json`), `message-type` (`<system>.<operation>`) and
       `message-id` (the reference `submit` returns);
-    * value: `{"fields": {...}}`, the system's own request fields (UTF-8 JSON).
+    * value: `{"fields": "<sealed>"}`, the system's own request fields as UTF-8 JSON sealed for
+      `request_purpose(system, correlation id)`; `{"fields": {...}}` in the clear without a sealer.
 
     The Kafka producer starts on the first call, not with the adapter: a worker may start
     before the cluster is reachable, and its other systems must not wait for this one.
 
     Args:
         options: aiokafka producer options (`producer_options(settings)`).
+        sealer: Seals each request's fields (the deployment's keyring); None sends them in the
+            clear (encryption off, never in production).
         max_timeout: Upper bound of one call, however far the call's deadline is.
     """
 
     field_map: ClassVar[FieldMap] = FieldMap()
 
-    def __init__(self, options: Mapping[str, Any], *, max_timeout: timedelta = DEFAULT_MAX_TIMEOUT) -> None:
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        *,
+        sealer: Sealer | None,
+        max_timeout: timedelta = DEFAULT_MAX_TIMEOUT,
+    ) -> None:
         self.options = dict(options)
+        self.sealer = sealer
         self.max_timeout = max_timeout
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, http_client: httpx.AsyncClient | None = None) -> Self:
-        """The adapter on the configured Kafka cluster, with the system's availability calendar.
+        """The adapter on the configured Kafka cluster, sealing with its keyring, with the system's calendar.
 
         Raises:
             ValueError: The Kafka security settings are incomplete (e.g. SASL without a password).
+            infra.crypto.KeyringError: The keyring is configured but cannot be read.
         """
-        adapter = cls(producer_options(settings))
+        adapter = cls(producer_options(settings), sealer=settings.keyring)
         adapter.availability = settings.legacy_system(cls.system).availability
         return adapter
 
@@ -143,7 +197,10 @@ class MessageQueueAdapter(Adapter):
     def message(self, ctx: CallContext, request: StepRequest) -> tuple[bytes, bytes, Headers]:
         """The request message: key, value and headers (see the class docstring)."""
         key = ctx.idempotency_key
-        value = json.dumps({"fields": self.to_request(ctx, request.fields)}, ensure_ascii=False)
+        fields: dict[str, Any] | str = self.to_request(ctx, request.fields)
+        if self.sealer is not None:
+            fields = self.sealer.seal(_json_bytes(fields), request_purpose(self.system, key))
+        value = json.dumps({"fields": fields}, ensure_ascii=False)
         headers: Headers = [
             (H_CORRELATION_ID, key.encode()),
             (H_REPLY_TO, self.replies_topic.encode()),
@@ -226,29 +283,140 @@ UNREADABLE_REPLY = LocalizedText(
 )
 
 
-class UnreadableReplyError(ValueError):
-    """A reply record that is not a reply (`reason` is a code; the record's content is never quoted)."""
+class UnreadableMessageError(ValueError):
+    """A queue message that cannot be read (`reason` is a code; the message's content is never quoted).
 
-    def __init__(self, reason: str) -> None:
+    For `undecryptable`: `key_id` names the key of the sealed part when it is a plain id (None
+    when there was no sealer to open it), `unknown_key` says whether the sealer lacks that key.
+    """
+
+    def __init__(self, reason: str, key_id: str | None = None, *, unknown_key: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.key_id = key_id
+        self.unknown_key = unknown_key
 
 
-def read_reply(topic: str, partition: int, offset: int, value: bytes | None) -> AsyncReply:
+UnreadableReplyError = UnreadableMessageError
+"""A reply record that is not a readable reply."""
+
+
+def _key_id(token: str) -> str:
+    try:
+        kid = sealed_key_id(token)
+    except KeyringError:
+        return "?"
+    # The sender chose the key id: digits alone could be a SIN.
+    return "?" if kid.isdigit() else kid
+
+
+def _open(sealer: Sealer, token: str, purpose: str) -> dict[str, Any]:
+    try:
+        plaintext = sealer.open_sealed(token, purpose)
+    except KeyringError as exc:
+        unknown = isinstance(exc, UnknownKeyError)
+        raise UnreadableMessageError("undecryptable", _key_id(token), unknown_key=unknown) from None
+    try:
+        opened = json.loads(plaintext)
+    except ValueError:
+        raise UnreadableMessageError("malformed_json") from None
+    if not isinstance(opened, dict):
+        raise UnreadableMessageError("not_an_object")
+    return opened
+
+
+def open_request(
+    system: str, correlation_id: str, value: bytes | None, sealer: Sealer | None
+) -> dict[str, Any]:
+    """The `fields` of a request message, opened when sealed (the legacy side's reader).
+
+    Raises:
+        UnreadableMessageError: `malformed_request` (not `{"fields": ...}`), `not_encrypted`
+            (fields in the clear to a sealer), `undecryptable` (sealed, and it does not open, or
+            no sealer to open it), `malformed_json` / `not_an_object` (sealed fields that are not
+            a JSON object).
+    """
+    try:
+        body = json.loads(value or b"")
+    except ValueError:
+        raise UnreadableMessageError("malformed_request") from None
+    if not isinstance(body, dict) or set(body) != {"fields"}:
+        raise UnreadableMessageError("malformed_request")
+    fields = body["fields"]
+    if sealer is None:
+        if is_sealed(fields):
+            raise UnreadableMessageError("undecryptable")
+        if not isinstance(fields, dict):
+            raise UnreadableMessageError("malformed_request")
+        return fields
+    if not is_sealed(fields):
+        raise UnreadableMessageError("not_encrypted")
+    return _open(sealer, fields, request_purpose(system, correlation_id))
+
+
+def seal_reply(system: str, reply: Mapping[str, Any], sealer: Sealer | None) -> dict[str, Any]:
+    """A reply as it goes on the replies topic: `{"correlation_id", "reply": "<sealed answer>"}`.
+
+    Args:
+        system: The answering system.
+        reply: `correlation_id`, `outcome`, and optionally `reference`, `code`, `message`.
+        sealer: Seals the answer; None leaves the whole reply in the clear (encryption off).
+    """
+    if sealer is None:
+        return dict(reply)
+    correlation_id = str(reply["correlation_id"])
+    answer = {name: value for name, value in reply.items() if name != "correlation_id"}
+    return {
+        "correlation_id": correlation_id,
+        "reply": sealer.seal(_json_bytes(answer), reply_purpose(system, correlation_id)),
+    }
+
+
+def open_reply(system: str, data: Mapping[str, Any], sealer: Sealer | None) -> dict[str, Any]:
+    """A reply's fields in the clear (`correlation_id`, `outcome`, ...), opening its sealed answer.
+
+    Nothing is validated beyond what opening needs: the caller validates the result.
+
+    Raises:
+        UnreadableMessageError: `not_encrypted` (an answer in the clear, to a sealer),
+            `undecryptable`, `malformed_json` / `not_an_object` (a sealed answer that is not a
+            JSON object), `reply_invalid` (no correlation id to open it with).
+    """
+    sealed = data.get("reply")
+    if sealer is None:
+        if "reply" in data:
+            raise UnreadableMessageError("undecryptable")
+        return dict(data)
+    if not isinstance(sealed, str) or not is_sealed(sealed) or REPLY_FIELDS & set(data):
+        raise UnreadableMessageError("not_encrypted")
+    correlation_id = data.get("correlation_id")
+    if not isinstance(correlation_id, str):
+        raise UnreadableMessageError("reply_invalid")
+    answer = _open(sealer, sealed, reply_purpose(system, correlation_id))
+    fields = {name: answer[name] for name in REPLY_FIELDS if name in answer}
+    return {**fields, "correlation_id": correlation_id}
+
+
+def read_reply(
+    topic: str, partition: int, offset: int, value: bytes | None, *, system: str, sealer: Sealer | None
+) -> AsyncReply:
     """One record of a replies topic as an `AsyncReply` (its `reply_id` is the record's position).
 
     The format is the one `tellonce streams` reads (docs/streams.md): a JSON object with
-    `correlation_id`, `outcome`, and optionally `reference`, `code`, `message{en,fr}`.
+    `correlation_id` and the answer sealed in `reply` (or, without a sealer, `outcome`, and
+    optionally `reference`, `code`, `message{en,fr}` in the clear).
 
     Raises:
-        UnreadableReplyError: `malformed_json`, `not_an_object` or `reply_invalid`.
+        UnreadableReplyError: `malformed_json`, `not_an_object`, `reply_invalid`, or those of
+            `open_reply`.
     """
     try:
-        data = json.loads(value or b"")
+        loaded = json.loads(value or b"")
     except ValueError:
         raise UnreadableReplyError("malformed_json") from None
-    if not isinstance(data, dict):
+    if not isinstance(loaded, dict):
         raise UnreadableReplyError("not_an_object")
+    data = open_reply(system, loaded, sealer)
     code = data.get("code")
     try:
         return AsyncReply.model_validate(
@@ -290,6 +458,7 @@ async def await_reply_on_topic(settings: Settings, system: str, key: str, within
         **parse_security(security(settings)),
     )
     wanted = key.encode()
+    sealer = settings.keyring
     async with asyncio.timeout(within.total_seconds()):
         await consumer.start()
         try:
@@ -298,7 +467,14 @@ async def await_reply_on_topic(settings: Settings, system: str, key: str, within
                 for records in batches.values():
                     for record in records:
                         if record.key == wanted:
-                            return read_reply(record.topic, record.partition, record.offset, record.value)
+                            return read_reply(
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                                record.value,
+                                system=system,
+                                sealer=sealer,
+                            )
         finally:
             await asyncio.shield(consumer.stop())
 

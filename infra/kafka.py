@@ -6,12 +6,18 @@ Nothing here assumes the embedded broker: `tellonce dev` only changes the defaul
 from __future__ import annotations
 
 import ssl
+from collections.abc import Collection, Sequence
 from typing import Any
 
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from infra.settings import Settings
+
+log = structlog.get_logger("tellonce.kafka")
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:
@@ -73,3 +79,49 @@ def kafka_broker(settings: Settings, **options: Any) -> KafkaBroker:
         enable_idempotence=settings.idempotent_producer,
         **options,
     )
+
+
+def retention_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of a topic that carries personal data: kept no longer than `retention_period`."""
+    return {"retention.ms": str(int(settings.retention_period.total_seconds() * 1000))}
+
+
+async def create_topics(
+    admin: AIOKafkaAdminClient, settings: Settings, names: Sequence[str], *, personal: Collection[str]
+) -> list[str]:
+    """Create topics (partitions and replication from settings); returns those this call created.
+
+    Topics in `personal` get `retention_configs`. A broker that refuses a topic's configs gets the
+    topic without them, and a warning says so: a missing retention is a finding for operations,
+    never a reason for the stack not to start. A topic created meanwhile by another is not an error.
+
+    Raises:
+        aiokafka.errors.KafkaError: the cluster refused a topic for another reason.
+    """
+
+    def spec(name: str, *, with_configs: bool = True) -> NewTopic:
+        configs = retention_configs(settings) if with_configs and name in personal else None
+        partitions, replication = settings.kafka_partitions, settings.kafka_replication_factor
+        return NewTopic(name, partitions, replication, topic_configs=configs)
+
+    created: list[str] = []
+    retry: list[str] = []
+    response = await admin.create_topics([spec(name) for name in names])
+    for topic, code, *_ in response.topic_errors:
+        if code == 0:
+            created.append(topic)
+        elif issubclass(for_code(code), TopicAlreadyExistsError):
+            continue
+        elif topic in personal:
+            retry.append(topic)
+        else:
+            raise for_code(code)(f"cannot create topic {topic}")
+    if retry:
+        log.warning("kafka.topic_configs_refused", topics=retry, configs=sorted(retention_configs(settings)))
+        response = await admin.create_topics([spec(name, with_configs=False) for name in retry])
+        for topic, code, *_ in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif not issubclass(for_code(code), TopicAlreadyExistsError):
+                raise for_code(code)(f"cannot create topic {topic}")
+    return created

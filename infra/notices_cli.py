@@ -1,12 +1,15 @@
 """`tellonce notices`: act as a hospital's system and send a Notice of Live Birth to Kafka.
 
 For development, demonstrations and tests: in production, hospitals' and midwives' systems
-publish to the birth-notices topic themselves.
+publish to the birth-notices topic themselves. The notice file is in the clear; what goes on
+the topic has its personal part sealed with the settings' keyring (`infra.streams.sealing`), as
+a hospital's system does with the key the deployment shares with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from activities.events import producer_config
 from bundles.notices import NOTICE_SCHEMA, NoticeInvalid, parse_notice
+from infra.crypto import Keyring
 from infra.settings import Settings
 
 notices_app = typer.Typer(
@@ -55,6 +59,14 @@ def hospital_notice(
     }
 
 
+def notice_record(notice: Mapping[str, Any], keyring: Keyring | None) -> bytes:
+    """The record value of a cleartext notice: its personal part sealed, unless encryption is off."""
+    from infra.streams.sealing import seal_notice  # noqa: PLC0415 - the streams package is heavy
+
+    value = seal_notice(keyring, notice) if keyring is not None else dict(notice)
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
 @notices_app.command("send")
 def send(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A notice, as JSON.")],
@@ -66,7 +78,11 @@ def send(
         bool, typer.Option(help="Refuse a notice that would land in the dead-letter topic.")
     ] = True,
 ) -> None:
-    """Publish FILE to the birth-notices topic, keyed by its notice number, as a hospital would."""
+    """Publish FILE to the birth-notices topic, keyed by its notice number, as a hospital would.
+
+    The file holds a notice in the clear; its birth facts are sealed with the settings' keyring
+    before they leave (docs/streams.md), unless encryption is off.
+    """
     raw = file.read_bytes()
     key = file.stem
     if check:
@@ -80,7 +96,13 @@ def send(
     if kafka:
         settings = settings.model_copy(update={"kafka_bootstrap": kafka})
     try:
-        partition, offset = asyncio.run(_publish(settings, settings.kafka_topic_birth_notices, key, raw))
+        notice = json.loads(raw)
+        value = notice_record(notice, settings.keyring) if isinstance(notice, dict) else raw
+    except (ValueError, KeyError, TypeError):
+        # --no-check sends what it is given: an unreadable notice travels as it is, to be refused.
+        value = raw
+    try:
+        partition, offset = asyncio.run(_publish(settings, settings.kafka_topic_birth_notices, key, value))
     except Exception as exc:  # any broker failure is reported the same way
         typer.echo(f"could not publish to {settings.kafka_target}: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -15,6 +15,11 @@ Faults, for requests whose correlation id the faults apply to:
 * `reject_when`, `review_when`: a `rejected` or `needs_attention` reply (the business core decides);
 * `latency_ms`: the reply leaves that much later (the effect is recorded first);
 * `malformed_replies`: the reply is not valid JSON; `drop_replies`: no reply at all.
+
+With a keyring in its settings the sandbox plays a system that shares the deployment's key: it
+opens each request's sealed fields and seals its answers (`adapters.message_queue`). A request
+whose fields come in the clear is refused with code `not_encrypted`, one whose sealed fields do
+not open with `undecryptable`; neither reaches the system's records.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
+from adapters.message_queue import Sealer, UnreadableMessageError, open_request, seal_reply
 from bundles.models import LocalizedText
-from infra.kafka import bootstrap_servers, security
+from infra.kafka import bootstrap_servers, create_topics, security
 from infra.sandbox.faults import utcnow
 from infra.sandbox.systems import Answer, SystemState
 from infra.settings import Settings
@@ -62,6 +68,17 @@ MALFORMED = LocalizedText(
     en='The message must be a JSON object {"fields": {...}}.',
     fr='Le message doit être un objet JSON {"fields": {...}}.',
 )
+UNREADABLE: dict[str, LocalizedText] = {
+    "not_encrypted": LocalizedText(
+        en="The request's fields must be sealed with the shared key; they came in the clear.",
+        fr="Les champs de la demande doivent être scellés avec la clé commune; ils sont arrivés en clair.",
+    ),
+    "undecryptable": LocalizedText(
+        en="The request's sealed fields do not open with our key.",
+        fr="Les champs scellés de la demande ne s'ouvrent pas avec notre clé.",
+    ),
+}
+"""What the system answers a request it cannot read, besides a malformed one."""
 
 
 def correlation_id(record: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -86,16 +103,18 @@ def reply_to(record: ConsumerRecord[bytes, bytes], system: str) -> str:
     return topic if TOPIC_NAME.match(topic) else legacy_replies_topic(system)
 
 
-def request_fields(value: bytes | None) -> dict[str, Any] | None:
-    """The `fields` object of a request message; None when the message is malformed."""
+def request_answer(
+    system: str, key: str, value: bytes | None, state: SystemState, sealer: Sealer | None
+) -> Answer:
+    """What the system answers one request: its recorded answer to the key, a new effect, or a refusal."""
     try:
-        body = json.loads(value or b"")
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or set(body) != {"fields"} or not isinstance(body["fields"], dict):
-        return None
-    fields: dict[str, Any] = body["fields"]
-    return fields
+        fields = open_request(system, key, value, sealer)
+    except UnreadableMessageError as exc:
+        message = UNREADABLE.get(exc.reason)
+        if message is None:
+            return Answer(422, {"code": "malformed_request", "message": MALFORMED.model_dump()})
+        return Answer(422, {"code": exc.reason, "message": message.model_dump()})
+    return state.replay("submit", key) or state.submit(key, fields)
 
 
 def reply_body(key: str, answer: Answer) -> dict[str, Any]:
@@ -186,17 +205,9 @@ class MqResponder:
             ]
             existing = set(await admin.list_topics())
             missing = [name for name in wanted if name not in existing]
-            if not missing:
-                return
-            response = await admin.create_topics(
-                [
-                    NewTopic(name, self.settings.kafka_partitions, self.settings.kafka_replication_factor)
-                    for name in missing
-                ]
-            )
-            for topic, code, *_ in response.topic_errors:
-                if code and not issubclass(for_code(code), TopicAlreadyExistsError):
-                    raise for_code(code)(f"cannot create topic {topic}")
+            if missing:
+                # Requests and replies carry personal data (sealed): kept no longer than bundles keep it.
+                await create_topics(admin, self.settings, missing, personal=set(missing))
         finally:
             await admin.close()
 
@@ -284,21 +295,18 @@ class MqResponder:
             state.counts.faulted += 1
             log.info("sandbox.mq_fault", code=fault.code, **where)
             return BACKOUT_S
-        fields = request_fields(record.value)
-        if fields is None:
-            answer = Answer(422, {"code": "malformed_request", "message": MALFORMED.model_dump()})
-        else:
-            answer = state.replay("submit", key) or state.submit(key, fields)
+        answer = request_answer(system, key, record.value, state, self.settings.keyring)
         if scoped and faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         if scoped and faults.drop_replies:
             log.info("sandbox.mq_reply_dropped", **where)
             return None
         reply = reply_body(key, answer)
+        sealed = seal_reply(system, reply, self.settings.keyring)
         value = (
-            garbled(reply)
+            garbled(sealed)
             if scoped and faults.malformed_replies
-            else json.dumps(reply, ensure_ascii=False).encode()
+            else json.dumps(sealed, ensure_ascii=False).encode()
         )
         headers = [
             ("correlation-id", key.encode()),

@@ -29,15 +29,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from adapters.registry import KNOWN_ADAPTERS
+from adapters.message_queue import MessageQueueAdapter
+from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
-from bundles.notices import BirthNotice
 from infra.intake import Intake
 from infra.kafka import kafka_broker
 from infra.settings import Settings
 from infra.streams.batches import consume_batch
 from infra.streams.dlq import DeadLetters, raw_producer
-from infra.streams.models import DeadLetter, LegacyReplyMessage, SubmissionEnvelope
+from infra.streams.models import (
+    BirthNoticeRecord,
+    DeadLetter,
+    LegacyReplyRecord,
+    LegacyRequestMessage,
+    SubmissionEnvelope,
+)
 from infra.streams.notices import NoticeConsumer
 from infra.streams.records import no_body, tolerant_batch_parser
 from infra.streams.replies import ReplyConsumer, reply_topics
@@ -46,6 +52,7 @@ from infra.streams.submissions import SubmissionConsumer
 from infra.streams.topics import reply_systems
 from infra.temporal import connect
 from workflows.models import BundleEventData
+from workflows.names import legacy_replies_topic, legacy_requests_topic
 
 log = structlog.get_logger("tellonce.streams")
 
@@ -136,35 +143,39 @@ class Streams:
                 message, self.submissions.handle, concurrency=self.concurrency, what="submissions"
             )
 
-        async def legacy_replies(replies: list[LegacyReplyMessage], message: KafkaMessage) -> None:
+        async def legacy_replies(replies: list[LegacyReplyRecord], message: KafkaMessage) -> None:
             assert self.replies is not None, "streams is not connected"
             await consume_batch(message, self.replies.handle, concurrency=self.concurrency, what="replies")
 
-        async def birth_notices(notices: list[BirthNotice], message: KafkaMessage) -> None:
+        async def birth_notices(notices: list[BirthNoticeRecord], message: KafkaMessage) -> None:
             assert self.notices is not None, "streams is not connected"
             await consume_batch(message, self.notices.handle, concurrency=self.concurrency, what="notices")
 
         self.submissions_subscriber = self.broker.subscriber(
             settings.kafka_topic_submissions,
             title=settings.kafka_topic_submissions,
-            description="Partner submissions: one envelope per record, key = submission id. "
-            f"Rejected records go to {settings.kafka_topic_submissions_dlq}.",
+            description="Partner submissions: one envelope per record, key = submission id; the "
+            "submission itself sealed (docs/streams.md). Rejected records go to "
+            f"{settings.kafka_topic_submissions_dlq}.",
             **self._batch_options(""),
         )
         self.submissions_subscriber(submissions)
         self.broker.subscriber(
             *self.reply_topics,
             title="legacy-replies",
-            description="Asynchronous replies of legacy systems, signalled to their bundles. "
-            f"Unmatched or malformed replies go to {settings.kafka_topic_legacy_replies_dlq}.",
+            description="Asynchronous replies of legacy systems, signalled to their bundles; the "
+            "answer sealed, the correlation id readable (`SealedLegacyReply`; `LegacyReplyMessage` "
+            "only where encryption is off). Unmatched or malformed replies go to "
+            f"{settings.kafka_topic_legacy_replies_dlq}.",
             **self._batch_options(".legacy-replies"),
         )(legacy_replies)
         self.broker.subscriber(
             settings.kafka_topic_birth_notices,
             title=settings.kafka_topic_birth_notices,
             description="Notices of Live Birth from hospitals and midwives, each handed to the "
-            "workflow that pairs it with the parents' statement. Invalid notices go to "
-            f"{settings.kafka_topic_birth_notices_dlq}.",
+            "workflow that pairs it with the parents' statement; the birth's facts sealed in "
+            "`personal` (`SealedBirthNotice`; `BirthNotice` in the clear only where encryption is "
+            f"off). Invalid notices go to {settings.kafka_topic_birth_notices_dlq}.",
             **self._batch_options(".birth-notices"),
         )(birth_notices)
 
@@ -179,10 +190,21 @@ class Streams:
                 topic,
                 title=topic,
                 schema=DeadLetter,
-                description=f"Dead letters of {source}: the original value, key and headers, byte for "
-                "byte, plus the `tellonce-dlq-*` headers this schema describes (the payload is the "
-                "original record's). Replay with `tellonce streams replay-dlq`.",
+                description=f"Dead letters of {source}: the original key and headers, byte for byte, "
+                "and the original value, sealed where encryption is on (`tellonce-dlq-sealed`), plus "
+                "the `tellonce-dlq-*` headers this schema describes. Replay with `tellonce streams "
+                "replay-dlq`, which opens sealed values first.",
             )
+        for system, adapter_type in sorted(ADAPTER_TYPES.items()):
+            if issubclass(adapter_type, MessageQueueAdapter):
+                self.broker.publisher(
+                    legacy_requests_topic(system),
+                    title=legacy_requests_topic(system),
+                    schema=LegacyRequestMessage,
+                    description=f"Requests to {system} (written by the worker's adapter), answered on "
+                    f"{legacy_replies_topic(system)}: key and `correlation-id` header = the call's "
+                    "idempotency key; the request fields sealed.",
+                )
         self.broker.publisher(
             settings.kafka_topic_bundle_events,
             title=settings.kafka_topic_bundle_events,
@@ -202,11 +224,18 @@ class Streams:
             self.client = await until_done(lambda: connect(settings), what="connect_temporal")
         catalogue = self._catalogue or Catalogue.load(known_adapters=KNOWN_ADAPTERS)
         self.producer = await until_done(self._start_producer, what="connect_kafka")
-        dead_letters = DeadLetters(self.producer)
+        keyring = settings.keyring
+        dead_letters = DeadLetters(self.producer, keyring)
         intake = Intake(self.client, catalogue, settings)
-        self.submissions = SubmissionConsumer(intake, dead_letters, settings.kafka_topic_submissions_dlq)
+        self.submissions = SubmissionConsumer(
+            intake, dead_letters, settings.kafka_topic_submissions_dlq, keyring=keyring
+        )
         self.replies = ReplyConsumer(
-            self.client, dead_letters, self.reply_topics, settings.kafka_topic_legacy_replies_dlq
+            self.client,
+            dead_letters,
+            self.reply_topics,
+            settings.kafka_topic_legacy_replies_dlq,
+            keyring=keyring,
         )
         self.notices = NoticeConsumer(self.client, dead_letters, settings)
         self.connected = True

@@ -1,11 +1,16 @@
-"""Dead-letter queues: the original record, byte for byte, plus `tellonce-dlq-*` headers.
+"""Dead-letter queues: the original record, plus `tellonce-dlq-*` headers.
 
-A DLQ record keeps the original value, key and headers so it can be replayed unchanged after
-a fix (`tellonce streams replay-dlq`). The added headers say why and where it came from:
+A DLQ record keeps the original key and headers, and the original value, so it can be replayed
+unchanged after a fix (`tellonce streams replay-dlq`). With a keyring the value is kept sealed:
+a record refused because it carried personal data in the clear (or one whose sealed part did
+not open, or any record whose reasons cannot tell) must not leave that data readable in the DLQ.
+The added headers say why and where it came from:
 
 - `tellonce-dlq-reasons`: JSON list of `{code, path, message}` (no submitted values, ever)
 - `tellonce-dlq-topic`, `tellonce-dlq-partition`, `tellonce-dlq-offset`: the original position
 - `tellonce-dlq-at`: when it was dead-lettered (UTC, ISO 8601)
+- `tellonce-dlq-sealed`: the key id, when the value is the original value sealed for the purpose
+  `tellonce.dead-letter/v1:<topic>:<partition>:<offset>` (the original position)
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from faststream.kafka.security import parse_security
 
+from infra.crypto import Keyring, KeyringError
 from infra.kafka import bootstrap_servers, security
 from infra.settings import Settings
 from infra.streams.models import DlqReason
 from infra.streams.records import Headers, Record
 from infra.streams.retry import until_done
+from infra.streams.sealing import dead_letter_purpose
 
 log = structlog.get_logger("tellonce.streams")
 
@@ -32,6 +39,7 @@ H_TOPIC = "tellonce-dlq-topic"
 H_PARTITION = "tellonce-dlq-partition"
 H_OFFSET = "tellonce-dlq-offset"
 H_AT = "tellonce-dlq-at"
+H_SEALED = "tellonce-dlq-sealed"
 H_REPLAYED_FROM = "tellonce-replayed-from"
 """Added by replay: `<dlq topic>/<partition>/<offset>` of the DLQ record it came from."""
 
@@ -63,8 +71,10 @@ def without_dlq_headers(headers: Headers) -> Headers:
     )
 
 
-def dlq_headers(record: Record, reasons: list[DlqReason], at: datetime) -> Headers:
-    """The original headers followed by the DLQ headers."""
+def dlq_headers(
+    record: Record, reasons: list[DlqReason], at: datetime, sealed_with: str | None = None
+) -> Headers:
+    """The original headers followed by the DLQ headers (`tellonce-dlq-sealed` when sealed)."""
     encoded = json.dumps([reason.model_dump() for reason in reasons], ensure_ascii=False)
     return (
         *without_dlq_headers(record.headers),
@@ -73,7 +83,16 @@ def dlq_headers(record: Record, reasons: list[DlqReason], at: datetime) -> Heade
         (H_PARTITION, str(record.partition).encode()),
         (H_OFFSET, str(record.offset).encode()),
         (H_AT, at.isoformat().encode()),
+        *(((H_SEALED, sealed_with.encode()),) if sealed_with else ()),
     )
+
+
+def sealed_value(keyring: Keyring, record: Record) -> bytes | None:
+    """The record's value sealed for its position; an absent value stays absent (it hides nothing)."""
+    if record.value is None:
+        return None
+    purpose = dead_letter_purpose(record.topic, record.partition, record.offset)
+    return keyring.seal(record.value, purpose).encode()
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ class DeadLetterInfo:
     partition: int
     offset: int
     reasons: list[DlqReason]
+    sealed_with: str | None = None
+    """The key id that sealed the value, or None when the value is the original."""
 
     @classmethod
     def of(cls, record: Record) -> DeadLetterInfo | None:
@@ -93,23 +114,52 @@ class DeadLetterInfo:
             return None
         try:
             reasons = [DlqReason.model_validate(r) for r in json.loads(record.header(H_REASONS) or b"[]")]
-            return cls(topic.decode(), int(partition), int(offset), reasons)
+            sealed_with = record.header(H_SEALED)
+            return cls(
+                topic.decode(),
+                int(partition),
+                int(offset),
+                reasons,
+                sealed_with.decode() if sealed_with is not None else None,
+            )
         except ValueError:
             return None
 
+    def original_value(self, record: Record, keyring: Keyring | None) -> bytes | None:
+        """The value the original record had: the dead letter's value, opened when it is sealed.
+
+        Raises:
+            infra.crypto.KeyringError: sealed, and no keyring (or not its key) to open it.
+        """
+        if self.sealed_with is None or record.value is None:
+            return record.value
+        if keyring is None:
+            raise KeyringError("this dead letter is sealed and encryption is off: no key to open it")
+        purpose = dead_letter_purpose(self.topic, self.partition, self.offset)
+        return keyring.open_sealed(record.value.decode("ascii", errors="replace"), purpose)
+
 
 class DeadLetters:
-    """Writes dead letters and waits for the broker to acknowledge each one."""
+    """Writes dead letters (sealed with a keyring) and waits for the broker to acknowledge each one.
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    Args:
+        producer: A started aiokafka producer (`raw_producer`).
+        keyring: Seals each dead letter's value; None keeps values as they were (encryption off).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, keyring: Keyring | None) -> None:
         self.producer = producer
+        self.keyring = keyring
 
     async def send(self, record: Record, reasons: list[DlqReason], dlq_topic: str) -> None:
         """Dead-letter one record; returns once the DLQ write is acknowledged (retrying until it is)."""
-        headers = list(dlq_headers(record, reasons, datetime.now(UTC)))
+        value, sealed_with = record.value, None
+        if self.keyring is not None and record.value is not None:
+            value, sealed_with = sealed_value(self.keyring, record), self.keyring.active_kid
+        headers = list(dlq_headers(record, reasons, datetime.now(UTC), sealed_with))
 
         async def attempt() -> None:
-            await self.producer.send_and_wait(dlq_topic, record.value, key=record.key, headers=headers)
+            await self.producer.send_and_wait(dlq_topic, value, key=record.key, headers=headers)
 
         await until_done(attempt, what="dlq_publish", where=record.where)
         log.warning(

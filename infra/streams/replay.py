@@ -1,7 +1,10 @@
 """`tellonce streams replay-dlq`: send dead letters back to their original topic after a fix.
 
 A replayed record is the original value, key and headers (the `tellonce-dlq-*` headers
-removed) plus `tellonce-replayed-from: <dlq topic>/<partition>/<offset>`. The replayer has its
+removed) plus `tellonce-replayed-from: <dlq topic>/<partition>/<offset>`. A sealed dead letter
+(`tellonce-dlq-sealed`) is opened with the settings' keyring first, so the original topic gets
+the original bytes; one that does not open (its key retired, or encryption off here) is not
+replayed, and is left uncommitted like a dead letter the selection left out. The replayer has its
 own consumer group: what it has replayed is committed, so a second run replays only newer dead
 letters unless asked to start from the beginning. A dead letter a selection (`--key`,
 `--reason`) left out is never committed past: per partition, the commit stops at the first
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka.security import parse_security
 
+from infra.crypto import Keyring, KeyringError
 from infra.kafka import bootstrap_servers, security
 from infra.settings import Settings
 from infra.streams.dlq import H_REPLAYED_FROM, DeadLetterInfo, raw_producer, without_dlq_headers
@@ -62,8 +66,15 @@ class ReplayReport:
     not_selected: int = 0
     duplicates: int = 0
     not_dead_letters: int = 0
+    undecryptable: int = 0
+    """Selected sealed dead letters that did not open (left out, and not committed past)."""
     first_not_selected: dict[int, int] = field(default_factory=dict)
     """DLQ offset of the first dead letter left out, by partition: nothing from it on is committed."""
+
+    def leave_out(self, record: Record) -> None:
+        """Remember that a dead letter was not replayed, so no commit passes it."""
+        first = self.first_not_selected.get(record.partition, record.offset)
+        self.first_not_selected[record.partition] = min(first, record.offset)
 
 
 def commit_offsets(
@@ -170,6 +181,7 @@ async def _replay(
 ) -> ReplayReport:
     report = ReplayReport()
     seen: set[tuple[str, int, int]] = set()
+    keyring: Keyring | None = settings.keyring
     producer = None if dry_run else raw_producer(settings)
     if producer is not None:
         await producer.start()
@@ -181,18 +193,23 @@ async def _replay(
                 continue
             if not selection.matches(record, info):
                 report.not_selected += 1
-                first = report.first_not_selected.get(record.partition, record.offset)
-                report.first_not_selected[record.partition] = min(first, record.offset)
+                report.leave_out(record)
                 continue
             original = (info.topic, info.partition, info.offset)
             if original in seen:
                 report.duplicates += 1
                 continue
+            try:
+                value = info.original_value(record, keyring)
+            except KeyringError:
+                report.undecryptable += 1
+                report.leave_out(record)
+                continue
             seen.add(original)
             if producer is not None:
                 origin = f"{dlq_topic}/{record.partition}/{record.offset}".encode()
                 headers = [*without_dlq_headers(record.headers), (H_REPLAYED_FROM, origin)]
-                await producer.send_and_wait(info.topic, record.value, key=record.key, headers=headers)
+                await producer.send_and_wait(info.topic, value, key=record.key, headers=headers)
             codes = tuple(sorted({reason.code for reason in info.reasons}))
             report.replayed.append(Entry((record.partition, record.offset), original, record.key, codes))
     finally:

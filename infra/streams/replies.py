@@ -9,6 +9,10 @@ and the workflow ignores a reply id it already applied (and a reply its step alr
 Whether the topic's system is the one the step calls is checked by the workflow: the step's
 system comes from the bundle's plan, which only the workflow holds (the correlation id names
 the step, not the system).
+
+With a keyring a reply's answer must be sealed (`adapters.message_queue.seal_reply`, for the
+topic's system and the correlation id): one in the clear is dead-lettered `not_encrypted`, one
+that does not open `undecryptable`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from adapters.message_queue import UnreadableMessageError, open_reply
+from infra.crypto import Keyring
 from infra.streams.decoding import Unreadable, read_json_object, reason, rejected_reason, validation_reasons
 from infra.streams.dlq import DeadLetters
-from infra.streams.models import LegacyReplyMessage
+from infra.streams.models import DlqReason, LegacyReplyMessage
 from infra.streams.records import Record
 from infra.streams.retry import rejected_by_temporal, until_done
+from infra.streams.sealing import NOT_ENCRYPTED, UNDECRYPTABLE, not_encrypted, undecryptable
 from workflows.models import SIGNAL_LEGACY_REPLY, LegacyReply
 from workflows.names import legacy_replies_topic, parse_idempotency_key
 
@@ -56,13 +63,27 @@ def reply_id(record: Record) -> str:
     return f"{record.topic}:{record.partition}:{record.offset}"
 
 
-def read_reply(record: Record) -> tuple[LegacyReplyMessage, str]:
-    """The reply and the workflow id its correlation id names.
+def _unopened(exc: UnreadableMessageError) -> DlqReason:
+    if exc.reason == NOT_ENCRYPTED:
+        return not_encrypted("reply")
+    if exc.reason == UNDECRYPTABLE:
+        return undecryptable(exc.key_id, "reply", unknown_key=exc.unknown_key)
+    if exc.reason == "reply_invalid":
+        return reason("reply_invalid", "The correlation id must be a string.", "correlation_id")
+    return reason(exc.reason, "The sealed answer must be a JSON object.", "reply")
+
+
+def read_reply(record: Record, system: str, keyring: Keyring | None) -> tuple[LegacyReplyMessage, str]:
+    """The reply (its answer opened when sealed) and the workflow id its correlation id names.
 
     Raises:
-        Unreadable: malformed record, invalid reply, or a correlation id tellonce never made.
+        Unreadable: malformed record, cleartext answer where a keyring is set, sealed answer that
+            does not open, invalid reply, or a correlation id tellonce never made.
     """
-    data = read_json_object(record.value)
+    try:
+        data = open_reply(system, read_json_object(record.value), keyring)
+    except UnreadableMessageError as exc:
+        raise Unreadable([_unopened(exc)]) from None
     try:
         reply = LegacyReplyMessage.model_validate(data)
     except ValidationError as exc:
@@ -76,20 +97,36 @@ def read_reply(record: Record) -> tuple[LegacyReplyMessage, str]:
 
 
 class ReplyConsumer:
-    """Signals each reply to its bundle, or dead-letters it."""
+    """Signals each reply to its bundle, or dead-letters it.
+
+    Args:
+        client: Temporal client.
+        dead_letters: Where refused replies go.
+        systems_by_topic: System id by replies topic.
+        dlq_topic: The legacy replies DLQ.
+        keyring: Opens sealed answers; None accepts cleartext replies only (encryption off).
+    """
 
     def __init__(
-        self, client: Client, dead_letters: DeadLetters, systems_by_topic: dict[str, str], dlq_topic: str
+        self,
+        client: Client,
+        dead_letters: DeadLetters,
+        systems_by_topic: dict[str, str],
+        dlq_topic: str,
+        *,
+        keyring: Keyring | None,
     ) -> None:
         self.client = client
         self.dead_letters = dead_letters
         self.systems_by_topic = systems_by_topic
         self.dlq_topic = dlq_topic
+        self.keyring = keyring
 
     async def handle(self, record: Record) -> None:
         """Deliver one reply, or dead-letter it; return once either is durable."""
+        system = self.systems_by_topic.get(record.topic, record.topic)
         try:
-            reply, workflow_id = read_reply(record)
+            reply, workflow_id = read_reply(record, system, self.keyring)
             await self.deliver(record, reply, workflow_id)
         except Unreadable as exc:
             await self.dead_letters.send(record, exc.reasons, self.dlq_topic)

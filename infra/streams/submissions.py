@@ -1,8 +1,10 @@
-"""Partner submissions from `tellonce.submissions`: validate, start the bundle once, or dead-letter.
+"""Partner submissions from `tellonce.submissions`: open, validate, start the bundle once, or dead-letter.
 
 The bundle's tracking id is a UUIDv5 of the sender's submission id under a fixed tellonce
 namespace, so the same envelope always maps to the same bundle, and no partner can pick an
 id that collides with one the HTTP API handed out (those are random or keyed UUIDv4s).
+With a keyring the envelope's `submission` must be sealed (`infra.streams.sealing`): one in
+the clear is dead-lettered `not_encrypted`, one that does not open `undecryptable`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from bundles.submissions import SubmissionInvalid
+from infra.crypto import Keyring
 from infra.intake import IdempotencyConflict, Intake
 from infra.streams.decoding import (
     Unreadable,
@@ -28,6 +31,7 @@ from infra.streams.dlq import DeadLetters
 from infra.streams.models import SUPPORTED_SUBMISSION_SCHEMAS, SubmissionEnvelope
 from infra.streams.records import Record
 from infra.streams.retry import rejected_by_temporal, until_done
+from infra.streams.sealing import open_submission
 
 log = structlog.get_logger("tellonce.streams")
 
@@ -42,6 +46,8 @@ def tracking_id_for(submission_id: uuid.UUID) -> str:
 
 def read_envelope(record: Record) -> SubmissionEnvelope:
     """The record's envelope, checked: schema version, fields, and key = submission id.
+
+    Its `submission` is not opened here (`infra.streams.sealing.open_submission` does that).
 
     Raises:
         Unreadable: with the reasons the record goes to the DLQ.
@@ -72,23 +78,34 @@ def _permanent(exc: BaseException) -> bool:
 
 
 class SubmissionConsumer:
-    """Handles one submission record at a time (the batch machinery runs many at once)."""
+    """Handles one submission record at a time (the batch machinery runs many at once).
 
-    def __init__(self, intake: Intake, dead_letters: DeadLetters, dlq_topic: str) -> None:
+    Args:
+        intake: Validates and starts bundles.
+        dead_letters: Where refused records go.
+        dlq_topic: The submissions DLQ.
+        keyring: Opens sealed submissions; None accepts cleartext ones only (encryption off).
+    """
+
+    def __init__(
+        self, intake: Intake, dead_letters: DeadLetters, dlq_topic: str, *, keyring: Keyring | None
+    ) -> None:
         self.intake = intake
         self.dead_letters = dead_letters
         self.dlq_topic = dlq_topic
+        self.keyring = keyring
 
     async def handle(self, record: Record) -> None:
         """Start the record's bundle, or dead-letter the record; return once either is durable."""
         try:
             envelope = read_envelope(record)
-            await self.start(record, envelope)
+            submission = open_submission(envelope, self.keyring)
+            await self.start(record, envelope, submission)
         except Unreadable as exc:
             await self.dead_letters.send(record, exc.reasons, self.dlq_topic)
 
-    async def start(self, record: Record, envelope: SubmissionEnvelope) -> None:
-        """Start (or find already started) the envelope's bundle.
+    async def start(self, record: Record, envelope: SubmissionEnvelope, submission: dict[str, Any]) -> None:
+        """Start (or find already started) the envelope's bundle with its opened submission.
 
         Raises:
             Unreadable: unknown bundle, invalid submission, a submission id reused with other
@@ -104,7 +121,7 @@ class SubmissionConsumer:
         async def attempt() -> None:
             await self.intake.submit(
                 envelope.bundle_id,
-                envelope.submission,
+                submission,
                 channel="kafka",
                 submission_id=tracking_id,
                 external_id=str(envelope.submission_id),

@@ -2,6 +2,9 @@
 
 `tellonce dev` calls it once the broker is up; in production run `tellonce streams
 create-topics` (it needs the right to create topics) or provision the same list yourself.
+Topics that carry personal data (sealed, but personal all the same) are created with
+`retention.ms` = `TELLONCE_RETENTION_PERIOD`: Kafka keeps them no longer than a bundle keeps its
+personal data. Only `bundle-events` has none, and keeps the cluster's default.
 """
 
 from __future__ import annotations
@@ -9,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka.security import parse_security
 
 from adapters.registry import KNOWN_ADAPTERS
-from infra.kafka import bootstrap_servers, security
+from infra.kafka import bootstrap_servers, create_topics, security
 from infra.settings import Settings
 from workflows.names import legacy_replies_topic, legacy_requests_topic
 
@@ -58,10 +60,17 @@ def tellonce_topics(settings: Settings, systems: Iterable[str] | None = None) ->
     return list(dict.fromkeys(names))
 
 
+def personal_data_topics(settings: Settings, systems: Iterable[str] | None = None) -> list[str]:
+    """The topics that carry residents' data: every topic but `bundle-events`."""
+    return [name for name in tellonce_topics(settings, systems) if name != settings.kafka_topic_bundle_events]
+
+
 async def ensure_topics(settings: Settings, systems: Iterable[str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names it created.
 
-    Existing topics are left as they are (partitions and replication are not changed).
+    Existing topics are left as they are (partitions, replication and configs are not changed).
+    New topics that carry personal data get `retention.ms` from `Settings.retention_period`
+    where the broker accepts topic configs (see `infra.kafka.create_topics`).
 
     Raises:
         aiokafka.errors.KafkaError: the cluster refused for another reason than "exists".
@@ -78,15 +87,7 @@ async def ensure_topics(settings: Settings, systems: Iterable[str] | None = None
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
-        response = await admin.create_topics(
-            [NewTopic(name, settings.kafka_partitions, settings.kafka_replication_factor) for name in missing]
-        )
-        created = []
-        for topic, code, *_ in response.topic_errors:
-            if code == 0:
-                created.append(topic)
-            elif not issubclass(for_code(code), TopicAlreadyExistsError):  # created meanwhile by another
-                raise for_code(code)(f"cannot create topic {topic}")
-        return created
+        personal = set(personal_data_topics(settings, systems))
+        return await create_topics(admin, settings, missing, personal=personal)
     finally:
         await admin.close()

@@ -60,3 +60,13 @@ async def records_with_key(
     finally:
         await consumer.stop()
     return found
+
+
+def raw_bytes(records: Iterable[ConsumerRecord[bytes, bytes]]) -> bytes:
+    """Everything a broker operator sees of some records: keys, values and header names and values."""
+    return b"".join(
+        (r.key or b"")
+        + (r.value or b"")
+        + b"".join(name.encode() + (value or b"") for name, value in r.headers)
+        for r in records
+    )

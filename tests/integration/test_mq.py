@@ -3,6 +3,8 @@
 The adapter puts requests on `legacy.cra-aba.requests`; the sandbox's queue responder (in the
 session's sandbox process) answers on `legacy.cra-aba.replies`; `tellonce streams` signals each
 reply to its bundle or dead-letters it. Every test uses keys of its own, and faults scoped to them.
+Request fields and reply answers travel sealed with the session's keyring (the sandbox plays a
+system that shares it): the topics' bytes hold no resident's data.
 """
 
 from __future__ import annotations
@@ -21,23 +23,46 @@ from temporalio.testing import WorkflowEnvironment
 
 from adapters.contract_kit import call_context
 from adapters.cra_aba import CraAbaAdapter
-from adapters.message_queue import UnreadableReplyError, await_reply_on_topic, message_id
+from adapters.message_queue import (
+    UnreadableReplyError,
+    await_reply_on_topic,
+    message_id,
+    producer_options,
+    read_reply,
+)
 from adapters.samples import NEWBORN_FIELDS
 from adapters.sdk import AsyncReply, StepRequest, TransientError
+from infra.crypto import Keyring
 from infra.sandbox.client import SandboxAdmin
 from infra.sandbox.mq import MqResponder
 from infra.sandbox.systems import fresh_states
 from infra.settings import Settings
-from infra.streams.dlq import H_REASONS, H_TOPIC
+from infra.streams.dlq import H_REASONS, H_SEALED, H_TOPIC, DeadLetterInfo
+from infra.streams.records import Record
 from tests.conftest import SandboxProcess, free_port
-from tests.integration.streams_support import records_with_key, reply_streams
+from tests.encryption import TEST_KEYRING
+from tests.integration.streams_support import raw_bytes, records_with_key, reply_streams
 from tests.integration.test_newborn_end_to_end import bundle_events, example, stack_for, steps
-from workflows.names import legacy_replies_topic
+from tests.privacy_scan import hits
+from workflows.names import legacy_replies_topic, legacy_requests_topic
 
 pytestmark = pytest.mark.integration
 
 SYSTEM = "cra-aba"
 REPLIES = legacy_replies_topic(SYSTEM)
+REQUESTS = legacy_requests_topic(SYSTEM)
+KEYRING = TEST_KEYRING.keyring()
+SAMPLE_VALUES = (
+    "046454286",
+    "046 454 286",
+    "TREMBLAY",
+    "Tremblay",
+    "LODIE",
+    "GAGNON",
+    "PRINCIPALE",
+    "K1A0B1",
+)
+"""How the sample's personal values look in CRA's record (upper case, digits only) and as given."""
 SAMPLE = StepRequest(fields=NEWBORN_FIELDS)
 REPLY_WAIT = timedelta(seconds=30)
 CRA_REFERENCE = re.compile(r"^CRA-ABA-[0-9A-Z]{10}$")
@@ -118,9 +143,38 @@ async def test_a_queued_application_is_answered_with_cras_reference(
     fields = effect["fields"]
     assert (fields["child_surname"], fields["applicant_sin"]) == ("TREMBLAY", "046454286")
     assert "marital" not in json.dumps(fields)
-    # The request's key and headers are all a broker operator sees besides the value: no data.
     (record,) = await records_with_key(sandbox.settings(), REPLIES, key)
     assert dict(record.headers)["correlation-id"] == key.encode()
+    assert set(json.loads(record.value or b"")) == {"correlation_id", "reply"}
+    # Everything a broker operator sees of the request and its reply: no resident's data.
+    (request,) = await records_with_key(sandbox.settings(), REQUESTS, key)
+    seen = raw_bytes([request, record])
+    assert not [value for value in SAMPLE_VALUES if value.encode() in seen]
+    assert hits(seen, "queues") == []
+
+
+@pytest.mark.parametrize(
+    ("sealer", "code"),
+    [
+        (None, "not_encrypted"),
+        (Keyring({"k20990101-0ther": bytes(32)}, active="k20990101-0ther"), "undecryptable"),
+    ],
+)
+async def test_a_request_the_system_cannot_open_is_refused_and_has_no_effect(
+    sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys, sealer: Keyring | None, code: str
+) -> None:
+    """A request in the clear, or sealed with a key the system does not share, is answered with
+    a refusal (sealed as every reply) and never reaches the system's records."""
+    cra = CraAbaAdapter(producer_options(sandbox.settings()), sealer=sealer)
+    key = keys(code)
+    try:
+        await send(cra, key)
+    finally:
+        await cra.aclose()
+    reply = await reply_to(sandbox, key)
+    assert (reply.outcome, reply.code) == ("rejected", code)
+    assert reply.message is not None and reply.message.fr
+    assert not await effects(admin, key)
 
 
 async def test_the_same_request_twice_has_one_effect_and_the_same_answer_twice(
@@ -131,8 +185,13 @@ async def test_the_same_request_twice_has_one_effect_and_the_same_answer_twice(
     assert await send(adapter, key) == await send(adapter, key, attempt=2)
 
     first, second = await records_with_key(sandbox.settings(), REPLIES, key, expected=2)
-    assert first.value == second.value
-    assert json.loads(first.value or b"")["outcome"] == "accepted"
+    answers = [
+        read_reply(REPLIES, r.partition, r.offset, r.value, system=SYSTEM, sealer=KEYRING)
+        for r in (first, second)
+    ]
+    assert first.value != second.value  # each sealed afresh...
+    assert [(a.outcome, a.reference) for a in answers] == [(answers[0].outcome, answers[0].reference)] * 2
+    assert answers[0].outcome == "accepted"  # ...and the same answer twice
     (effect,) = await effects(admin, key)
     assert effect["replays"] == 1
 
@@ -210,8 +269,11 @@ async def test_a_garbled_reply_is_dead_lettered_by_streams(
         await reply_to(sandbox, key)
     (dead,) = await records_with_key(streams, streams.kafka_topic_legacy_replies_dlq, key)
     (original,) = await records_with_key(sandbox.settings(), REPLIES, key)
-    assert dead.value == original.value
+    letter = Record.from_consumer(dead)
+    info = DeadLetterInfo.of(letter)
+    assert info is not None and info.original_value(letter, KEYRING) == original.value
     headers = dict(dead.headers)
+    assert headers[H_SEALED] == b"test-key-1" and dead.value != original.value
     assert headers[H_TOPIC] == REPLIES.encode()
     assert [r["code"] for r in json.loads(headers[H_REASONS])] == ["malformed_json"]
     # The system did act: the request's effect stands, only its answer was lost on the way.
@@ -328,3 +390,16 @@ async def test_a_bundle_waits_for_cras_reply_and_finishes_with_its_reference(
     assert "waiting_reply" in states and states[-1] == "done"
     (effect,) = await admin.ledger(SYSTEM, key_prefix=f"{accepted['tracking_id']}:")
     assert effect["reference"] == ccb["reference"]
+    # On Kafka the bundle's events, CRA's request and CRA's answer show nothing of the family.
+    tracking_id = accepted["tracking_id"]
+    seen = raw_bytes(
+        [
+            *await records_with_key(
+                stack.settings, stack.settings.kafka_topic_bundle_events, tracking_id, len(events)
+            ),
+            *await records_with_key(stack.settings, REQUESTS, effect["idempotency_key"]),
+            *await records_with_key(stack.settings, REPLIES, effect["idempotency_key"]),
+        ]
+    )
+    assert hits(seen, "bundle events and CRA's queues") == []
+    assert effect["fields"]["applicant_sin"].encode() not in seen

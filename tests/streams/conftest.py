@@ -1,5 +1,8 @@
 """Fixtures for the streams tests: a Tansu broker kcat can talk to, one lane of topics per test,
-the `tellonce streams` role as a real subprocess, and polling helpers (visibility lags)."""
+the `tellonce streams` role as a real subprocess, and polling helpers (visibility lags).
+
+Encryption is on, as everywhere in the test session (`tests.encryption`): partners' records are
+sealed in Python with the session's keyring and handed to kcat as bytes."""
 
 from __future__ import annotations
 
@@ -27,9 +30,12 @@ from temporalio.testing import WorkflowEnvironment
 from bundles.validators import toronto_today
 from infra.settings import PORT_OFFSETS, Settings
 from infra.streams.app import Streams
+from infra.streams.dlq import DeadLetterInfo
 from infra.streams.records import Record
+from infra.streams.sealing import seal_submission
 from infra.streams.topics import ensure_topics, names_under
 from tests.conftest import free_port, wait_tcp
+from tests.encryption import TEST_KEYRING
 from tests.streams.kafka_shim import ApiVersionsShim
 from workflows.names import bundle_task_queue
 
@@ -37,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KCAT = "/usr/bin/kcat"
 KEY_DELIMITER = "\x1f"
 RECORD_DELIMITER = "\x1e"
+KEYRING = TEST_KEYRING.keyring()
+"""The session's keyring: what every Settings() and every process of the session seals with."""
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +115,12 @@ class Lane:
             "TELLONCE_KAFKA_TOPIC_LEGACY_REPLIES_DLQ": s.kafka_topic_legacy_replies_dlq,
             "TELLONCE_KAFKA_LEGACY_REPLY_SYSTEMS": json.dumps(list(s.kafka_legacy_reply_systems)),
             "TELLONCE_LOG_FORMAT": "json",
+            # The session's keyring, not a keyring file the child would make for itself.
+            **(
+                {"TELLONCE_ENCRYPTION_KEYS": s.encryption_keys.get_secret_value()}
+                if s.encryption_keys is not None
+                else {}
+            ),
         }
 
 
@@ -179,6 +193,26 @@ def envelope(submission_id: uuid.UUID, submission: dict[str, Any], **overrides: 
 
 def encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
+
+
+def sealed(value: dict[str, Any]) -> dict[str, Any]:
+    """An envelope with its submission sealed with the session's keyring, as a partner sends it."""
+    return seal_submission(KEYRING, value)
+
+
+def original(record: Record) -> bytes | None:
+    """The original value of a dead letter (opened, when sealed)."""
+    info = DeadLetterInfo.of(record)
+    assert info is not None, "not a dead letter"
+    return info.original_value(record, KEYRING)
+
+
+def raw_bytes(records: list[Record]) -> bytes:
+    """Everything a broker operator sees of some records: keys, values and headers."""
+    return b"".join(
+        (r.key or b"") + (r.value or b"") + b"".join(name.encode() + value for name, value in r.headers)
+        for r in records
+    )
 
 
 # --- Kafka --------------------------------------------------------------------------------------

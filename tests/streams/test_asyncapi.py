@@ -29,12 +29,26 @@ def test_asyncapi_describes_every_topic_with_its_payload() -> None:
         "vital-events.birth-notices.dlq",
         "legacy.replies.dlq",
         "legacy.esdc-sin.replies",
+        "legacy.cra-aba.requests",
     } <= addresses
     schemas = document["components"]["schemas"]
-    assert {"SubmissionEnvelope", "LegacyReplyMessage", "DlqReason", "BundleEventData", "BirthNotice"} <= set(
-        schemas
-    )
+    assert {
+        "SubmissionEnvelope",
+        "SealedLegacyReply",
+        "LegacyReplyMessage",
+        "LegacyRequestMessage",
+        "DlqReason",
+        "BundleEventData",
+        "SealedBirthNotice",
+        "BirthNotice",
+    } <= set(schemas)
     assert schemas["SubmissionEnvelope"]["properties"]["schema"]["const"] == "tellonce.submission/v1"
+    # Personal data is documented as sealed: a string in the sealed format, first of its choices.
+    sealed = schemas["SubmissionEnvelope"]["properties"]["submission"]["anyOf"][0]
+    assert sealed["type"] == "string" and sealed["pattern"].startswith("^tlc1")
+    assert schemas["SealedBirthNotice"]["properties"]["personal"]["pattern"] == sealed["pattern"]
+    assert schemas["SealedLegacyReply"]["properties"]["reply"]["pattern"] == sealed["pattern"]
+    assert "tellonce-dlq-sealed" in schemas["DeadLetter"]["properties"]
 
 
 def test_tracking_ids_are_derived_and_stable() -> None:

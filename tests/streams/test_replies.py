@@ -1,5 +1,6 @@
 """Legacy replies from `legacy.<system>.replies` reach the running bundle as a signal; the rest
-goes to the legacy replies DLQ with a reason."""
+goes to the legacy replies DLQ with a reason. Answers travel sealed: one in the clear, or sealed
+for another reply, is refused."""
 
 from __future__ import annotations
 
@@ -11,8 +12,19 @@ import uuid
 import pytest
 from temporalio.worker import Worker
 
+from adapters.message_queue import seal_reply
+from infra.crypto import Keyring
 from infra.streams.dlq import H_REASONS, H_TOPIC
-from tests.streams.conftest import Lane, encode, kcat_produce, read_topic, wait_caught_up
+from tests.streams.conftest import (
+    KEYRING,
+    Lane,
+    encode,
+    kcat_produce,
+    original,
+    raw_bytes,
+    read_topic,
+    wait_caught_up,
+)
 from tests.streams.reply_recorder import ReplyRecorder
 from workflows.models import LegacyReply
 from workflows.names import idempotency_key, legacy_replies_topic
@@ -39,16 +51,25 @@ async def test_replies_are_signalled_or_dead_lettered(shared_lane: Lane) -> None
             "reference": "SIN-REQ-0042",
             "message": {"en": "Request received", "fr": "Demande reçue"},
         }
+
+        def sealed(**changes: str) -> bytes:
+            return encode(seal_reply(system, {**reply, **changes}, KEYRING))
+
+        foreign = Keyring({"k20990101-0ther": bytes(range(1, 33))}, active="k20990101-0ther")
         records = [
-            (matched.encode(), encode(reply)),
-            (b"unknown", encode({**reply, "correlation_id": idempotency_key(str(uuid.uuid4()), "s", "op")})),
-            (
-                b"closed",
-                encode({**reply, "correlation_id": idempotency_key(closed_id, "esdc-sin", "submit")}),
-            ),
+            (matched.encode(), sealed()),
+            (b"unknown", sealed(correlation_id=idempotency_key(str(uuid.uuid4()), "s", "op"))),
+            (b"closed", sealed(correlation_id=idempotency_key(closed_id, "esdc-sin", "submit"))),
             (b"garbled", b'{"correlation_id": '),
-            (b"not-ours", encode({**reply, "correlation_id": "no colons here"})),
-            (b"bad-outcome", encode({**reply, "outcome": "maybe"})),
+            (b"not-ours", sealed(correlation_id="no colons here")),
+            (b"bad-outcome", sealed(outcome="maybe")),
+            (b"in-the-clear", encode(reply)),
+            (b"other-key", encode(seal_reply(system, reply, foreign))),
+            # Another reply's sealed answer under this correlation id: it does not open.
+            (
+                b"moved",
+                encode({**seal_reply(system, reply, KEYRING), "correlation_id": matched + ":r1"}),
+            ),
         ]
         kcat_produce(lane, topic, records)
         await wait_caught_up(lane, topic, f"{lane.settings.kafka_consumer_group}.legacy-replies")
@@ -68,11 +89,12 @@ async def test_replies_are_signalled_or_dead_lettered(shared_lane: Lane) -> None
         assert reply_topic == topic and partition.isdigit() and offset.isdigit()
         await bundle.signal(ReplyRecorder.finish)
 
-    dead = await read_topic(lane, lane.settings.kafka_topic_legacy_replies_dlq, 5)
+    dead = await read_topic(lane, lane.settings.kafka_topic_legacy_replies_dlq, 8)
+    assert b"Demande re" not in raw_bytes(dead)  # the answer stays sealed in the DLQ too
     sent = dict(records)
     codes = {}
     for record in dead:
-        assert record.key is not None and record.value == sent[record.key]
+        assert record.key is not None and original(record) == sent[record.key]
         assert record.header(H_TOPIC) == topic.encode()
         codes[record.key] = {r["code"] for r in json.loads(record.header(H_REASONS) or b"")}
     assert codes == {
@@ -81,4 +103,7 @@ async def test_replies_are_signalled_or_dead_lettered(shared_lane: Lane) -> None
         b"garbled": {"malformed_json"},
         b"not-ours": {"bad_correlation_id"},
         b"bad-outcome": {"reply_invalid"},
+        b"in-the-clear": {"not_encrypted"},
+        b"other-key": {"undecryptable"},
+        b"moved": {"undecryptable"},
     }

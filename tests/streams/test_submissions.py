@@ -2,7 +2,9 @@
 
 Real servers throughout: a Temporal dev server, a Tansu broker, Debian's kcat as the partner's
 client, and the role as a subprocess (killed with SIGKILL in one test). No worker runs: a
-started bundle is a workflow execution, which is what is counted.
+started bundle is a workflow execution, which is what is counted. Submissions are sealed with
+the session's keyring (the partner's side is Python; kcat sends the bytes); records holding
+personal data in the clear or sealed wrongly are dead-lettered, and the DLQ bytes hold none.
 """
 
 from __future__ import annotations
@@ -17,12 +19,24 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
+from infra.crypto import Keyring
 from infra.streams.app import Streams
-from infra.streams.dlq import H_OFFSET, H_PARTITION, H_REASONS, H_REPLAYED_FROM, H_TOPIC, DeadLetterInfo
+from infra.streams.dlq import (
+    H_OFFSET,
+    H_PARTITION,
+    H_REASONS,
+    H_REPLAYED_FROM,
+    H_SEALED,
+    H_TOPIC,
+    DeadLetterInfo,
+)
+from infra.streams.sealing import seal_submission
 from infra.streams.submissions import tracking_id_for
+from tests.privacy_scan import hits
 from tests.streams.conftest import (
     ROOT,
     Lane,
@@ -33,7 +47,10 @@ from tests.streams.conftest import (
     encode,
     envelope,
     kcat_produce,
+    original,
+    raw_bytes,
     read_topic,
+    sealed,
     varied_submission,
     wait_bundles,
     wait_caught_up,
@@ -63,14 +80,16 @@ def malformed(kind: str, i: int, base: dict[str, Any]) -> tuple[bytes, bytes]:
     if kind == "invalid_utf8":
         return f"bad-utf8-{i}".encode(), b'{"schema": "tellonce.submission/v1", "channel": "\xff\xfe"}'
     if kind == "unknown_bundle":
-        return key, encode(envelope(submission_id, varied_submission(base, i), bundle_id="newborn-zz"))
+        return key, encode(
+            sealed(envelope(submission_id, varied_submission(base, i), bundle_id="newborn-zz"))
+        )
     if kind == "unknown_schema":
         return key, encode(
-            envelope(submission_id, varied_submission(base, i), schema="tellonce.submission/v9")
+            sealed(envelope(submission_id, varied_submission(base, i), schema="tellonce.submission/v9"))
         )
     bad = varied_submission(base, i)
     bad["birth_parent"]["sin"] = "123 456 789"  # check digit wrong (synthetic)
-    return key, encode(envelope(submission_id, bad))
+    return key, encode(sealed(envelope(submission_id, bad)))
 
 
 def batch_of_525() -> tuple[list[tuple[bytes, bytes]], list[uuid.UUID], dict[bytes, str]]:
@@ -83,7 +102,7 @@ def batch_of_525() -> tuple[list[tuple[bytes, bytes]], list[uuid.UUID], dict[byt
         submission_id = uuid.uuid4()
         valid_ids.append(submission_id)
         records.append(
-            (str(submission_id).encode(), encode(envelope(submission_id, varied_submission(base, i))))
+            (str(submission_id).encode(), encode(sealed(envelope(submission_id, varied_submission(base, i)))))
         )
         if i % 20 == 10:
             kind = MALFORMED_KINDS[(i // 20) % len(MALFORMED_KINDS)]
@@ -109,15 +128,17 @@ async def assert_all_started(lane: Lane, ids: list[uuid.UUID]) -> None:
 async def assert_dead_letters(
     lane: Lane, sent: dict[bytes, bytes], kinds: dict[bytes, str], exact: bool
 ) -> None:
-    """The DLQ holds each malformed record with its original bytes and the expected reasons."""
+    """The DLQ holds each malformed record, its original bytes sealed, with the expected reasons."""
     records = await read_topic(lane, lane.settings.kafka_topic_submissions_dlq, len(kinds))
     positions = {(r.header(H_PARTITION), r.header(H_OFFSET)) for r in records}
     assert len(positions) == len(kinds)
     if exact:
         assert len(records) == len(kinds)
+    assert hits(raw_bytes(records), "submissions dlq") == []
     for record in records:
         assert record.key in kinds, record.key
-        assert record.value == sent[record.key]
+        assert record.header(H_SEALED) == b"test-key-1"
+        assert original(record) == sent[record.key]
         assert record.header(H_TOPIC) == lane.settings.kafka_topic_submissions.encode()
         codes = {reason["code"] for reason in json.loads(record.header(H_REASONS) or b"")}
         assert codes == EXPECTED_CODES[kinds[record.key]], (kinds[record.key], codes)
@@ -139,6 +160,8 @@ async def test_500_submissions_from_kcat_start_500_bundles_and_dead_letter_25(
     await assert_all_started(lane, valid_ids)
     await assert_dead_letters(lane, dict(records), kinds, exact=True)
     await wait_committed(lane, lane.settings.kafka_topic_submissions, lane.settings.kafka_consumer_group, 525)
+    # What the partner sent is sealed: the topic's bytes hold no resident's data.
+    assert hits(raw_bytes(await read_topic(lane, lane.settings.kafka_topic_submissions, 525)), "topic") == []
     assert streams.stop() in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
     log = (tmp_path / "streams.log").read_text()
     assert "streams.stopped" in log
@@ -175,7 +198,7 @@ async def test_the_same_submission_three_times_and_after_termination_is_one_bund
     lane = shared_lane
     submission_id = uuid.uuid4()
     tracking_id = tracking_id_for(submission_id)
-    record = (str(submission_id).encode(), encode(envelope(submission_id, base_submission())))
+    record = (str(submission_id).encode(), encode(sealed(envelope(submission_id, base_submission()))))
     topic, group = lane.settings.kafka_topic_submissions, lane.settings.kafka_consumer_group
     kcat_produce(lane, topic, [record] * 3)
     await wait_caught_up(lane, topic, group)
@@ -198,14 +221,14 @@ async def test_same_submission_id_with_other_content_is_dead_lettered(shared_lan
     lane = shared_lane
     submission_id = uuid.uuid4()
     base = base_submission()
-    first = (str(submission_id).encode(), encode(envelope(submission_id, varied_submission(base, 1))))
-    other = (str(submission_id).encode(), encode(envelope(submission_id, varied_submission(base, 2))))
+    first = (str(submission_id).encode(), encode(sealed(envelope(submission_id, varied_submission(base, 1)))))
+    other = (str(submission_id).encode(), encode(sealed(envelope(submission_id, varied_submission(base, 2)))))
     kcat_produce(lane, lane.settings.kafka_topic_submissions, [first, other])
     await wait_caught_up(lane, lane.settings.kafka_topic_submissions, lane.settings.kafka_consumer_group)
     dead = [
         r for r in await read_topic(lane, lane.settings.kafka_topic_submissions_dlq, 1) if r.key == first[0]
     ]
-    assert [r.value for r in dead] == [other[1]]
+    assert [original(r) for r in dead] == [other[1]]
     assert json.loads(dead[0].header(H_REASONS) or b"")[0]["code"] == "submission_id_reused"
     await wait_runs(lane, tracking_id_for(submission_id), 1)
 
@@ -226,15 +249,18 @@ def replay(lane: Lane, *args: str) -> str:
 
 async def test_replay_after_the_catalogue_gains_the_bundle_starts_it(lane: Lane, tmp_path: Path) -> None:
     """A partner sends a bundle this deployment did not have yet; after the release adds it,
-    the operator replays the dead letter and the bundle starts, once."""
+    the operator replays the dead letter (kept sealed, opened by the replay) and the bundle
+    starts, once."""
     submission_id = uuid.uuid4()
-    record = (str(submission_id).encode(), encode(envelope(submission_id, base_submission())))
+    record = (str(submission_id).encode(), encode(sealed(envelope(submission_id, base_submission()))))
     (tmp_path / "empty-catalogue").mkdir()
     before_release = Catalogue.load(tmp_path / "empty-catalogue", known_adapters=KNOWN_ADAPTERS)
     async with Streams(lane.settings, client=lane.client, catalogue=before_release).running():
         kcat_produce(lane, lane.settings.kafka_topic_submissions, [record])
         dead = await read_topic(lane, lane.settings.kafka_topic_submissions_dlq, 1)
     assert json.loads(dead[0].header(H_REASONS) or b"")[0]["code"] == "unknown_bundle"
+    # The DLQ keeps the partner's record sealed once more, for its position: not its bytes.
+    assert dead[0].value != record[1] and dead[0].header(H_SEALED) == b"test-key-1"
 
     async with Streams(lane.settings, client=lane.client).running():
         listed = replay(lane, "--reason", "unknown_bundle", "--dry-run")
@@ -261,7 +287,7 @@ async def test_replay_of_a_selection_leaves_the_rest_for_a_later_run(lane: Lane)
     submission_id = uuid.uuid4()
     unknown = (
         str(submission_id).encode(),
-        encode(envelope(submission_id, base_submission(), bundle_id="no-such-bundle")),
+        encode(sealed(envelope(submission_id, base_submission(), bundle_id="no-such-bundle"))),
     )
     async with Streams(lane.settings, client=lane.client).running():
         kcat_produce(lane, lane.settings.kafka_topic_submissions, [garbled, unknown])
@@ -275,3 +301,47 @@ async def test_replay_of_a_selection_leaves_the_rest_for_a_later_run(lane: Lane)
     assert "key=garbled" in replay(lane, "--all", "--dry-run")
     assert "key=garbled" in replay(lane, "--all")
     assert "replayed 0;" in replay(lane, "--all")  # now everything read was replayed and committed
+
+
+async def test_personal_data_in_the_clear_or_sealed_for_another_record_is_dead_lettered_unread(
+    shared_lane: Lane,
+) -> None:
+    """With a keyring, a submission in the clear is refused (`not_encrypted`), and so is one
+    sealed under a key this deployment lacks or moved from another envelope (`undecryptable`);
+    none starts a bundle, and the DLQ's bytes show none of them."""
+    lane = shared_lane
+    base = base_submission()
+    ids = {name: uuid.uuid4() for name in ("clear", "unknown_key", "moved", "relabelled")}
+    foreign = Keyring({"k20990101-0ther": bytes(range(1, 33))}, active="k20990101-0ther")
+    donor = sealed(envelope(uuid.uuid4(), base))
+    values = {
+        "clear": envelope(ids["clear"], base),
+        "unknown_key": seal_submission(foreign, envelope(ids["unknown_key"], base)),
+        # Another envelope's sealed submission, under this record's id.
+        "moved": {**envelope(ids["moved"], base), "submission": donor["submission"]},
+        # This record's own sealed submission, with its channel changed afterwards.
+        "relabelled": {**sealed(envelope(ids["relabelled"], base)), "channel": "someone-else"},
+    }
+    records = [(str(ids[name]).encode(), encode(value)) for name, value in values.items()]
+    assert hits(records[0][1], "cleartext record") != []  # the scan finds what is in the clear
+    topic, group = lane.settings.kafka_topic_submissions, lane.settings.kafka_consumer_group
+    kcat_produce(lane, topic, records)
+    await wait_caught_up(lane, topic, group)
+
+    keys = {str(i).encode(): name for name, i in ids.items()}
+    dead = [r for r in await read_topic(lane, lane.settings.kafka_topic_submissions_dlq, 4) if r.key in keys]
+    assert hits(raw_bytes(dead), "submissions dlq") == []
+    reasons = {keys[r.key or b""]: json.loads(r.header(H_REASONS) or b"") for r in dead}
+    assert {name: [(x["code"], x["path"]) for x in found] for name, found in reasons.items()} == {
+        "clear": [("not_encrypted", "submission")],
+        "unknown_key": [("undecryptable", "submission")],
+        "moved": [("undecryptable", "submission")],
+        "relabelled": [("undecryptable", "submission")],
+    }
+    assert "k20990101-0ther" in reasons["unknown_key"][0]["message"]
+    # Kept whole for a replay once the cause is fixed, sealed for the DLQ.
+    sent = {name: value for name, (_, value) in zip(values, records, strict=True)}
+    assert {keys[r.key or b""]: original(r) for r in dead} == sent
+    for submission_id in ids.values():
+        with pytest.raises(RPCError):
+            await lane.client.get_workflow_handle(tracking_id_for(submission_id)).describe()

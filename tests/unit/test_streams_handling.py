@@ -105,9 +105,9 @@ def envelope() -> SubmissionEnvelope:
 
 async def start(error: BaseException) -> tuple[list[str], list[str], StubIntake]:
     intake = StubIntake(error)
-    consumer = SubmissionConsumer(cast("Intake", intake), cast("DeadLetters", None), "dlq")
+    consumer = SubmissionConsumer(cast("Intake", intake), cast("DeadLetters", None), "dlq", keyring=None)
     with pytest.raises(Unreadable) as caught:
-        await asyncio.wait_for(consumer.start(record("tellonce.submissions"), envelope()), 5)
+        await asyncio.wait_for(consumer.start(record("tellonce.submissions"), envelope(), {}), 5)
     reasons = caught.value.reasons
     return [r.code for r in reasons], [r.path for r in reasons], intake
 
@@ -206,7 +206,9 @@ class StubClient:
 
 def reply_consumer(handle: StubHandle) -> ReplyConsumer:
     client = cast("Client", StubClient(handle))
-    return ReplyConsumer(client, cast("DeadLetters", None), {"legacy.esdc.replies": "esdc"}, "dlq")
+    return ReplyConsumer(
+        client, cast("DeadLetters", None), {"legacy.esdc.replies": "esdc"}, "dlq", keyring=None
+    )
 
 
 def reply_message() -> LegacyReplyMessage:
