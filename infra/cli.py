@@ -285,7 +285,8 @@ def streams_replay_dlq(  # noqa: PLR0917 - one parameter per option, as Typer wa
     """Re-publish dead letters to their original topic after a fix, each once.
 
     Reads the DLQ up to its current end with its own consumer group and commits what it read,
-    so the next run sees only newer dead letters (unless --from-beginning).
+    so the next run sees only newer dead letters (unless --from-beginning). Sealed dead letters
+    are opened with the keyring first; one that does not open is not replayed, nor committed past.
     """
     from infra.streams.replay import Selection, replay_dlq  # noqa: PLC0415 - see the module docstring
 
@@ -320,7 +321,14 @@ def streams_replay_dlq(  # noqa: PLR0917 - one parameter per option, as Typer wa
     console.print(
         f"{verb} {len(report.replayed)}; not selected {report.not_selected}; "
         f"duplicates {report.duplicates}; not dead letters {report.not_dead_letters}"
+        + (f"; sealed, not opened {report.undecryptable}" if report.undecryptable else ""),
+        soft_wrap=True,
     )
+    if report.undecryptable:
+        # Left uncommitted: a run with the keyring that holds their key replays them.
+        errors.print(
+            f"{report.undecryptable} sealed dead letter(s) did not open with this keyring: not replayed"
+        )
 
 
 # --- the catalogue ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from temporalio.service import RPCError
 
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
-from infra.crypto import Keyring
+from infra.crypto import Keyring, StoredKeyring, keyring_json, new_stored_key
 from infra.streams.app import Streams
 from infra.streams.dlq import (
     H_OFFSET,
@@ -233,11 +233,12 @@ async def test_same_submission_id_with_other_content_is_dead_lettered(shared_lan
     await wait_runs(lane, tracking_id_for(submission_id), 1)
 
 
-def replay(lane: Lane, *args: str) -> str:
+def replay(lane: Lane, *args: str, keys: str | None = None) -> str:
+    """Run `tellonce streams replay-dlq` on the lane (with another keyring's JSON, if given)."""
     result = subprocess.run(
         [sys.executable, "-m", "infra.cli", "streams", "replay-dlq", *args],
         cwd=ROOT,
-        env=lane.env(),
+        env={**lane.env(), **({"TELLONCE_ENCRYPTION_KEYS": keys} if keys else {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -261,6 +262,12 @@ async def test_replay_after_the_catalogue_gains_the_bundle_starts_it(lane: Lane,
     assert json.loads(dead[0].header(H_REASONS) or b"")[0]["code"] == "unknown_bundle"
     # The DLQ keeps the partner's record sealed once more, for its position: not its bytes.
     assert dead[0].value != record[1] and dead[0].header(H_SEALED) == b"test-key-1"
+
+    # An operator whose keyring lacks the key (say, another environment's) replays nothing, and
+    # leaves the dead letter for a run that can open it.
+    foreign = keyring_json(StoredKeyring(active="k-other", keys={"k-other": new_stored_key()}))
+    assert "replayed 0;" in (refused := replay(lane, "--all", keys=foreign))
+    assert "sealed, not opened 1" in refused
 
     async with Streams(lane.settings, client=lane.client).running():
         listed = replay(lane, "--reason", "unknown_bundle", "--dry-run")
