@@ -63,8 +63,8 @@ def configure_logging(
 ) -> None:
     """Configure structlog and route the standard library's logging through the same renderer.
 
-    Exceptions nothing caught are logged too (instead of Python printing them raw), so their
-    tracebacks are redacted like any other.
+    Exceptions nothing caught and warnings are logged too (instead of Python printing them
+    raw), so they are redacted like any other line.
 
     Args:
         level: The lowest level written.
@@ -107,3 +107,5 @@ def configure_logging(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
+    # Warnings too: pydantic's serialisation warnings, for one, quote the value they saw.
+    logging.captureWarnings(True)

@@ -3,7 +3,7 @@
 Personal data is logged every way it can reach a log: structlog fields and bound context,
 exceptions with their chained causes, the standard library's loggers (as uvicorn, temporalio
 and aiokafka use them) with `exc_info`, and exceptions nothing caught, in the main thread and
-in another. Then stderr is searched for the values. The same run without the redaction
+in another, and warnings. Then stderr is searched for the values. The same run without the redaction
 processor must find them, or the search proves nothing.
 """
 
@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Literal
 
@@ -63,6 +64,7 @@ def restored_logging() -> Iterator[None]:
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         structlog.contextvars.clear_contextvars()
         structlog.configure(**config)
         root.handlers[:] = handlers
@@ -118,6 +120,9 @@ def _log_everything() -> None:
         "Unable to decode %s", f"date_of_birth={BIRTH_DATE}", extra={"health_number": HEALTH_NUMBER}
     )
     logging.getLogger("tellonce.streams.faststream").info("received %s", f"SIN {SIN}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"Expected `str` but got `int` with value `{HEALTH_NUMBER}`", UserWarning, stacklevel=1)
 
     # What nothing caught: the process's hook, and a thread's.
     sys.excepthook(RejectedError, error, error.__traceback__)
@@ -153,6 +158,7 @@ def test_stderr_holds_no_personal_data(
         "Unable to decode",
         "process.uncaught_exception",
         "thread.uncaught_exception",
+        "UserWarning: Expected `str` but got `int`",
         "Traceback (most recent call last)",
         "adapters.sdk.RejectedError: identity_mismatch",
         "ValueError: thread saw",
@@ -168,7 +174,7 @@ def test_stderr_holds_no_personal_data(
     assert "[redacted:health_number]" in output
     if fmt == "json":
         lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-        assert len(lines) == 10
+        assert len(lines) == 11
         assert {line["level"] for line in lines} >= {"info", "error", "warning", "critical"}
         received = next(line for line in lines if line["event"] == "submission.received")
         assert received["submission"] == {
