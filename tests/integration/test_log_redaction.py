@@ -183,3 +183,26 @@ def test_stderr_holds_no_personal_data(
         assert received["port"] == 7233
         assert received["bundle"] == TRACKING_ID
         assert received["resident_email"] == "[redacted:email]"
+
+
+class _BrokenStream:
+    """A stream that refuses every write, as a closed pipe does."""
+
+    def write(self, _text: str) -> int:
+        raise OSError("broken pipe")
+
+    def flush(self) -> None:
+        raise OSError("broken pipe")
+
+
+def test_a_line_that_cannot_be_written_is_reported_without_its_record(
+    restored_logging: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The standard handler would print the record's message and arguments, unredacted.
+    configure_logging("info", "json")
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(_BrokenStream())
+    logging.getLogger("aiokafka").error("record for %s", SIN)
+    output = capfd.readouterr().err
+    assert output == "--- a log record was dropped: OSError while writing it ---\n"
