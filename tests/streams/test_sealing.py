@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bundles.notices import NoticeInvalid, parse_notice
 from infra.crypto import Keyring
@@ -71,6 +74,24 @@ def test_a_sealed_submission_opens_to_what_was_sealed_and_shows_nothing_of_it() 
     assert hits(json.dumps(sealed).encode(), "envelope") == []
     assert hits(json.dumps(cleartext_envelope(), ensure_ascii=False).encode(), "envelope") != []
     assert open_submission(model(sealed), KEYRING) == SUBMISSION
+
+
+def partner_seal(key_id: str, key: bytes, plaintext: bytes, purpose: str) -> str:
+    """docs/streams.md's recipe, written as a partner would: the `cryptography` package alone."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, plaintext, f"tlc1|{key_id}|{purpose}".encode())
+    return f"tlc1.{key_id}." + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+
+def test_a_partner_following_the_documented_recipe_with_a_key_of_its_own_is_understood() -> None:
+    partner_key = os.urandom(32)
+    ring = Keyring({"test-key-1": bytes(range(32)), "partner-x": partner_key}, active="test-key-1")
+    envelope = cleartext_envelope()
+    purpose = "tellonce.submission/v1:0b6c5a52-2a57-4c1c-8d8e-9a8b3f0f4f11:newborn-on:hospital-intake"
+    token = partner_seal("partner-x", partner_key, json.dumps(SUBMISSION).encode(), purpose)
+    assert open_submission(model({**envelope, "submission": token}), ring) == SUBMISSION
+    # The partner's key is not the active one: what tellonce seals names another key.
+    assert ring.seal(b"{}", purpose).startswith("tlc1.test-key-1.")
 
 
 def test_the_purpose_names_the_canonical_submission_id_bundle_and_channel() -> None:
