@@ -19,17 +19,25 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    DescribeTaskQueueRequest,
+    UpdateNamespaceRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 
+from activities.retention import namespace_retention_needed
 from infra.settings import Settings
 from workflows.names import SEARCH_ATTRIBUTES, bundle_task_queue
 
@@ -177,7 +185,15 @@ class _TemporalProbes:
         except (RuntimeError, RPCError):
             return False
         # Bundles upsert these from their first task: a namespace without them fails every bundle.
-        return all(key.name in listed.custom_attributes for key in SEARCH_ATTRIBUTES)
+        if not all(key.name in listed.custom_attributes for key in SEARCH_ATTRIBUTES):
+            return False
+        try:
+            await ensure_namespace_retention(
+                client, namespace, namespace_retention_needed(self.settings.retention_period)
+            )
+        except RPCError:
+            return False
+        return True
 
     async def worker_polling(self) -> bool:
         """A worker polls the bundle task queue (the server has seen it ask for work)."""
@@ -195,6 +211,28 @@ class _TemporalProbes:
         except (RuntimeError, RPCError):
             return False
         return len(described.pollers) > 0
+
+
+async def ensure_namespace_retention(client: Client, namespace: str, needed: timedelta) -> timedelta:
+    """Make Temporal keep closed executions at least `needed`; returns the namespace's retention.
+
+    `temporal server start-dev` creates namespaces that keep closed executions for 24 hours:
+    Temporal would delete bundles, and their status, long before the retention sweep records them.
+    """
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=namespace)
+    )
+    current = described.config.workflow_execution_retention_ttl.ToTimedelta()
+    if current >= needed:
+        return current
+    ttl = Duration()
+    ttl.FromTimedelta(needed)
+    await client.workflow_service.update_namespace(
+        UpdateNamespaceRequest(
+            namespace=namespace, config=NamespaceConfig(workflow_execution_retention_ttl=ttl)
+        )
+    )
+    return needed
 
 
 def services(settings: Settings) -> list[list[Service]]:
