@@ -2,13 +2,16 @@
 
 Every problem becomes a `FieldError` with a dotted path, a stable code and a bilingual
 message, so a form can show each one next to its field. Submitted values never appear in an
-error: a value may be a Social Insurance Number. No text may hold `<` or `>`: no name, address
-or other detail needs them, and refusing them keeps markup out of everything downstream.
+error: a value may be a Social Insurance Number. No text may hold `<` or `>` (no name, address
+or other detail needs them, and refusing them keeps markup out of everything downstream), nor
+an invisible or control character (a zero-width space pasted with an address would pass here
+and then be refused by a legacy system's batch file, after the resident was told "accepted").
 """
 
 from __future__ import annotations
 
 import calendar
+import unicodedata
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -124,11 +127,19 @@ def _texts(value: Any) -> list[tuple[tuple[int | str, ...], str]]:
     return found
 
 
-def _markup_errors(data: Any, already: set[str]) -> list[FieldError]:
+def _text_errors(data: Any, already: set[str]) -> list[FieldError]:
+    """Texts holding markup, or characters of Unicode's "other" categories (controls, format
+    characters such as zero-width spaces and direction overrides, unassigned code points)."""
     errors: dict[str, FieldError] = {}
     for loc, text in _texts(data):
         path = safe_path(loc)
-        if path not in already and not MARKUP_CHARACTERS.isdisjoint(text):
+        if path in already:
+            continue
+        if any(unicodedata.category(char).startswith("C") for char in text):
+            errors.setdefault(
+                path, FieldError(path=path, code="text_characters", message=message_for("text_characters"))
+            )
+        elif not MARKUP_CHARACTERS.isdisjoint(text):
             errors.setdefault(path, FieldError(path=path, code="markup_characters", message=MARKUP_MESSAGE))
     return sorted(errors.values(), key=lambda e: e.path)
 
@@ -182,7 +193,7 @@ def validate_submission(
         errors.extend(_consent_errors(definition, raw))
         checked = model.model_dump(mode="json") if model is not None else raw
         errors.extend(_rule_errors(definition, checked, {e.path for e in errors}, today))
-        errors.extend(_markup_errors(checked, {e.path for e in errors}))
+        errors.extend(_text_errors(checked, {e.path for e in errors}))
     if errors or model is None:
         raise SubmissionInvalid(errors)
 

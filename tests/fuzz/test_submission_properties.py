@@ -234,6 +234,28 @@ def test_markup_in_any_free_text_is_refused_at_its_field(bundle_id: str, hostile
         assert hostile not in str(refused.value) + refused.value.errors[0].model_dump_json()
 
 
+@pytest.mark.parametrize("bundle_id", BUNDLE_IDS)
+@pytest.mark.parametrize("invisible", ["\u200b", "\u202e", "\ufeff", "\u00ad", "\U000e0001"])
+def test_invisible_characters_in_free_text_are_refused_at_their_field(bundle_id: str, invisible: str) -> None:
+    """A zero-width space pasted with a street would pass intake and then break a batch file."""
+    base = example_for(bundle_id)
+    free_text = [
+        p
+        for p in node_paths(base)
+        if isinstance(read_path(base, p), str) and p[-1] in ("street", "municipality", "email", "promoter")
+    ]
+    assert free_text
+    for path in free_text:
+        raw = copy.deepcopy(base)
+        parent_of(raw, path)[path[-1]] = f"ex{invisible}ample" + (
+            "@example.ca" if path[-1] == "email" else ""
+        )
+        with pytest.raises(SubmissionInvalid) as refused:
+            validate_submission(definition(bundle_id), raw, today=TODAY)
+        dotted = ".".join(str(p) for p in path)
+        assert [(e.path, e.code) for e in refused.value.errors] == [(dotted, "text_characters")]
+
+
 def read_path(tree: Any, path: tuple[str | int, ...]) -> Any:
     return parent_of(tree, path)[path[-1]]
 
