@@ -38,6 +38,7 @@ from bundles.models import Level, LocalizedText
 from bundles.submissions import SUBMISSION_SCHEMAS, FieldError, SubmissionInvalid
 from bundles.validators import safe_path
 from infra.intake import IdempotencyConflict, Intake
+from infra.records import RecordStoreUnavailable, open_record_store, public_record
 from infra.settings import Settings
 from infra.temporal import connect
 from workflows.bundle import BundleWorkflow
@@ -323,7 +324,15 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
             status = await handle.query(BundleWorkflow.status)
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
-                raise ProblemError(404, "Not found", NOT_FOUND) from None
+                # Past the retention period only the bundle's non-personal record remains.
+                try:
+                    record = await open_record_store(intake.settings).get(tracking_id)
+                except RecordStoreUnavailable:
+                    log.warning("status.records_unavailable", bundle=tracking_id)
+                    raise ProblemError(503, "Status unavailable", UNAVAILABLE) from None
+                if record is None:
+                    raise ProblemError(404, "Not found", NOT_FOUND) from None
+                return PublicStatus.model_validate(public_record(record))
             log.warning("status.unavailable", bundle=tracking_id, rpc_status=exc.status.name)
             raise ProblemError(503, "Status unavailable", UNAVAILABLE) from None
         except WorkflowQueryFailedError:
