@@ -44,7 +44,7 @@ class FuzzApi:
         return bundle_task_queue(self.settings.task_queue_prefix)
 
 
-async def end_bundles(client: Client, api: FuzzApi, settle: float = 2.0) -> int:
+async def end_bundles(client: Client, api: FuzzApi, settle: float = 2.0) -> set[str]:
     """Terminate the bundles the test started: those it saw accepted, and any visibility finds.
 
     A bundle may start while its answer is lost (a client gone), so visibility is asked too,
@@ -64,7 +64,7 @@ async def end_bundles(client: Client, api: FuzzApi, settle: float = 2.0) -> int:
                 await client.get_workflow_handle(workflow_id).terminate("bad-input test over")
             ended.add(workflow_id)
         if time.monotonic() > deadline:
-            return len(ended)
+            return ended
         await asyncio.sleep(0.5)
 
 
@@ -83,4 +83,4 @@ async def fuzz_api(dev_env: WorkflowEnvironment) -> AsyncIterator[FuzzApi]:
     intake = Intake(dev_env.client, Catalogue.load(known_adapters=KNOWN_ADAPTERS), settings)
     api = FuzzApi(create_app(settings, intake=intake), intake, settings)
     yield api
-    await end_bundles(dev_env.client, api)
+    assert api.started <= await end_bundles(dev_env.client, api)

@@ -49,7 +49,7 @@ async def connected(dev_env: WorkflowEnvironment) -> AsyncIterator[None]:
     """The intake on the session's dev server; afterwards, every bundle the fuzzer started is ended."""
     INTAKE.client = dev_env.client
     yield
-    await end_bundles(dev_env.client, API)
+    assert API.started <= await end_bundles(dev_env.client, API)
     if ANSWERS:
         # The document names the catalogue's bundles, so generated submissions reach validation
         # instead of stopping at an unknown bundle id.
