@@ -140,6 +140,12 @@ class PublicStatus(BaseModel):
     received_at: datetime
     updated_at: datetime
     steps: list[PublicStep]
+    personal_data_removed_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When this bundle's personal data was removed after the retention period; null until then."
+        ),
+    )
 
 
 class WithdrawAnswer(BaseModel):

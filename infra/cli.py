@@ -27,6 +27,7 @@ from rich.table import Table
 from infra.adapters_cli import adapters_app
 from infra.keys_cli import keys_app
 from infra.notices_cli import notices_app
+from infra.retention_cli import retention_app
 from infra.settings import Settings
 from workflows.models import FINAL_BUNDLE_STATES, BundleState
 
@@ -45,6 +46,7 @@ bundles_app = typer.Typer(
 app.add_typer(bundles_app, name="bundles")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(keys_app, name="keys")
+app.add_typer(retention_app, name="retention")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -4,8 +4,9 @@ status-event publisher on its own queue."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -15,15 +16,18 @@ from temporalio.worker import Worker
 from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
 from activities.notices import NoticeActivities
 from activities.replies import CollectorInput, ReplyActivities
+from activities.retention import RetentionActivities, RetentionSweeper, start_retention_sweeper
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
 from adapters.sdk import Adapter, PolledReplies
+from infra.records import RecordStore, open_record_store
 from infra.settings import LegacySystemSettings, Settings
 from infra.temporal import connect
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.bundle import BundleWorkflow
 from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue, reply_collector_id
 from workflows.reply_collector import BatchReplyCollectorWorkflow
+from workflows.retention import RetentionSweepWorkflow
 
 log = structlog.get_logger("tellonce.worker")
 
@@ -39,6 +43,8 @@ def build_workers(
     correlation_secret: bytes,
     upsert_search_attributes: bool = True,
     legacy_systems: Mapping[str, LegacySystemSettings] | None = None,
+    record_store: RecordStore | None = None,
+    retention_period: timedelta | None = None,
 ) -> list[Worker]:
     """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
 
@@ -60,12 +66,26 @@ def build_workers(
         task_queue_prefix=task_queue_prefix,
         upsert_search_attributes=upsert_search_attributes,
     )
+    bundle_activities: list[Callable[..., Any]] = [
+        notices.offer_birth_statement,
+        notices.report_unmatched_notice,
+    ]
+    if record_store is not None and retention_period is not None:
+        sweeper = RetentionSweeper(
+            client, record_store, task_queue_prefix=task_queue_prefix, retention_period=retention_period
+        )
+        bundle_activities.append(RetentionActivities(sweeper).sweep_expired_bundles)
     workers = [
         Worker(
             client,
             task_queue=bundle_task_queue(task_queue_prefix),
-            workflows=[BundleWorkflow, BirthNoticeMatchWorkflow, BatchReplyCollectorWorkflow],
-            activities=[notices.offer_birth_statement, notices.report_unmatched_notice],
+            workflows=[
+                BundleWorkflow,
+                BirthNoticeMatchWorkflow,
+                BatchReplyCollectorWorkflow,
+                RetentionSweepWorkflow,
+            ],
+            activities=bundle_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         )
     ]
@@ -145,7 +165,10 @@ async def run_worker(settings: Settings) -> None:
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         event_publisher=publisher,
         legacy_systems=settings.legacy_systems,
+        record_store=open_record_store(settings),
+        retention_period=settings.retention_period,
     )
+    retention_sweeper = await start_retention_sweeper(client, task_queue_prefix=settings.task_queue_prefix)
     collectors = await start_reply_collectors(
         client, adapters, task_queue_prefix=settings.task_queue_prefix, interval=settings.batch_poll_interval
     )
@@ -155,6 +178,7 @@ async def run_worker(settings: Settings) -> None:
         systems=sorted(adapters),
         events=publisher.topic if publisher else None,
         reply_collectors=collectors,
+        retention_sweeper=retention_sweeper,
     )
     try:
         async with asyncio.TaskGroup() as group:
