@@ -188,7 +188,7 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         if intake is None:
             client = await connect(settings)
             catalogue = Catalogue.load(known_adapters=KNOWN_ADAPTERS)
-            app.state.intake = Intake(client, catalogue, settings)
+            app.state.intake = Intake(client, catalogue, settings, records=open_record_store(settings))
         yield
 
     app = ResidentApi(

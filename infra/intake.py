@@ -32,6 +32,7 @@ from bundles.catalogue import Catalogue
 from bundles.models import LocalizedText
 from bundles.plan import resolve_plan
 from bundles.submissions import validate_submission
+from infra.records import RecordStore
 from infra.settings import Settings
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleInput, BundleStatus
@@ -58,10 +59,13 @@ class Accepted:
 class Intake:
     """Starts bundles and guards access to their status."""
 
-    def __init__(self, client: Client, catalogue: Catalogue, settings: Settings) -> None:
+    def __init__(
+        self, client: Client, catalogue: Catalogue, settings: Settings, records: RecordStore | None = None
+    ) -> None:
         self.client = client
         self.catalogue = catalogue
         self.settings = settings
+        self.records = records
         self._secret = settings.access_code_secret.get_secret_value().encode()
 
     async def submit(
@@ -92,6 +96,11 @@ class Intake:
                 self._derived_id(bundle_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
             )
         fingerprint = self._mac(f"request:{bundle_id}:{_canonical(raw)}")
+        if self.records is not None and await self.records.get(submission_id) is not None:
+            # Its bundle finished and was removed after the retention period, which freed the
+            # id in Temporal: starting again would call every legacy system a second time.
+            log.info("submission.duplicate_of_removed_bundle", bundle=submission_id, channel=channel)
+            return Accepted(tracking_id=submission_id, access_code=self.access_code(submission_id))
         # FAIL on a running bundle and REJECT_DUPLICATE on a closed one: either way a second
         # start raises instead of starting, and only then is there something to compare, so the
         # common case (a new submission) costs one call to Temporal.

@@ -309,6 +309,8 @@ class SqliteRecordStore:
         return await asyncio.to_thread(self._get, tracking_id)
 
     def _get(self, tracking_id: str) -> BundleRecord | None:
+        if not self._ready and not self.path.exists():
+            return None  # nothing swept yet: a lookup (e.g. each submission's) creates nothing
         with self._connect() as db:
             row = db.execute(
                 f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE tracking_id = ?",  # noqa: S608 - ours
