@@ -262,3 +262,48 @@ def test_request_values_follow_each_fields_source() -> None:
         REQUEST.detail, REQUEST.encode_record(REQUEST.detail, {**values, "correlation_id": "k"}), 2
     )
     assert REQUEST.from_values(decoded) == {k: v for k, v in request.items() if k != "extra"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2000))
+def test_any_bytes_decode_to_records_and_problems_never_to_an_exception(data: bytes) -> None:
+    # A reply file is whatever the legacy system wrote, or a damaged copy of it.
+    for file_layout in (REPLY, layout(), layout(line_ending="")):
+        decoded = file_layout.decode_file(data)
+        assert decoded.problems or decoded.records or data == b""
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    before=st.text(alphabet="ABC", max_size=3),
+    control=st.sampled_from(["\r", "\n", "\x00", "\x85", "\u200b", "\x1b", "\t"]),
+)
+def test_a_value_holding_a_line_break_or_control_character_is_refused(before: str, control: str) -> None:
+    # A line break inside a value would end the record early and let a value write a record of its own.
+    with pytest.raises(LayoutError) as refused:
+        layout().encode_record(layout().detail, {"key": "K1", "name": before + control}, 2)
+    assert [p.field for p in refused.value.problems] == ["name"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.one_of(st.integers(max_value=-1), st.booleans(), st.floats(allow_nan=True)))
+def test_a_numeric_field_refuses_negative_boolean_and_fractional_values(value: Any) -> None:
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return  # a whole non-negative float is a fair number of units
+    with pytest.raises(LayoutError):
+        layout().encode_record(layout().detail, {"key": "K1", "amount": value}, 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    batch_id=st.text(
+        alphabet=st.characters(codec="cp1252", categories=["L", "N", "P"]), min_size=1, max_size=20
+    )
+)
+def test_any_representable_batch_id_round_trips(batch_id: str) -> None:
+    file_layout = layout()
+    try:
+        data = file_layout.encode_file(batch_id, date(2026, 12, 6), [{"key": "K1"}])
+    except LayoutError:
+        return  # e.g. a value the field's rules refuse: refusing is the other honest outcome
+    assert file_layout.decode_file(data).batch_id == batch_id
