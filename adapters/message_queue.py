@@ -318,7 +318,7 @@ def _open(sealer: Sealer, token: str, purpose: str) -> dict[str, Any]:
         raise UnreadableMessageError("undecryptable", _key_id(token), unknown_key=unknown) from None
     try:
         opened = json.loads(plaintext)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UnreadableMessageError("malformed_json") from None
     if not isinstance(opened, dict):
         raise UnreadableMessageError("not_an_object")
@@ -338,7 +338,7 @@ def open_request(
     """
     try:
         body = json.loads(value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deep enough to exhaust the parser is malformed
         raise UnreadableMessageError("malformed_request") from None
     if not isinstance(body, dict) or set(body) != {"fields"}:
         raise UnreadableMessageError("malformed_request")
@@ -412,7 +412,7 @@ def read_reply(
     """
     try:
         loaded = json.loads(value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UnreadableReplyError("malformed_json") from None
     if not isinstance(loaded, dict):
         raise UnreadableReplyError("not_an_object")

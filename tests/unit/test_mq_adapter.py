@@ -134,7 +134,8 @@ def test_a_request_in_the_clear_is_refused_by_a_system_that_holds_the_key() -> N
     with pytest.raises(UnreadableMessageError) as caught:
         open_request(SYSTEM, KEY, sealed, None)  # encryption off here: nothing to open it with
     assert (caught.value.reason, caught.value.key_id) == ("undecryptable", None)
-    for malformed in (b"{", b'{"fields": [1]}', b'{"fields": {}, "more": 1}'):
+    deep = b'{"fields": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for malformed in (b"{", b'{"fields": [1]}', b'{"fields": {}, "more": 1}', deep):
         with pytest.raises(UnreadableMessageError) as caught:
             open_request(SYSTEM, KEY, malformed, None)
         assert caught.value.reason == "malformed_request"
