@@ -323,7 +323,8 @@ def streams_replay_dlq(  # noqa: PLR0917 - one parameter per option, as Typer wa
     console.print(
         f"{verb} {len(report.replayed)}; not selected {report.not_selected}; "
         f"duplicates {report.duplicates}; not dead letters {report.not_dead_letters}"
-        + (f"; sealed, not opened {report.undecryptable}" if report.undecryptable else ""),
+        + (f"; sealed, not opened {report.undecryptable}" if report.undecryptable else "")
+        + (f"; too large, not kept {report.not_kept}" if report.not_kept else ""),
         soft_wrap=True,
     )
     if report.undecryptable:

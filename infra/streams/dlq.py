@@ -4,23 +4,34 @@ A DLQ record keeps the original key and headers, and the original value, so it c
 unchanged after a fix (`tellonce streams replay-dlq`). With a keyring the value is kept sealed:
 a record refused because it carried personal data in the clear (or one whose sealed part did
 not open, or any record whose reasons cannot tell) must not leave that data readable in the DLQ.
-The added headers say why and where it came from:
+It is sealed in binary form (nonce, ciphertext, tag: 28 bytes more than the original, where the
+text form would add a third), so what fitted on its topic fits in the DLQ. The added headers
+say why and where it came from:
 
-- `tellonce-dlq-reasons`: JSON list of `{code, path, message}` (no submitted values, ever)
+- `tellonce-dlq-reasons`: JSON list of `{code, path, message}` (no submitted values, ever), at
+  most `MAX_REASONS` of them
 - `tellonce-dlq-topic`, `tellonce-dlq-partition`, `tellonce-dlq-offset`: the original position
 - `tellonce-dlq-at`: when it was dead-lettered (UTC, ISO 8601)
 - `tellonce-dlq-sealed`: the key id, when the value is the original value sealed for the purpose
   `tellonce.dead-letter/v1:<topic>:<partition>:<offset>` (the original position)
+- `tellonce-dlq-not-kept: value,headers`: the broker refused the dead letter as too large, so it
+  was written without the original value and headers (reason `dead_letter_too_large`); the
+  original is still on its topic at that position, for as long as the topic keeps it
+
+A dead letter the broker refuses for its size would otherwise be retried forever and hold its
+partition back: it is the one DLQ write failure that is not retried.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faststream.kafka.security import parse_security
 
 from infra.crypto import Keyring, KeyringError
@@ -29,7 +40,7 @@ from infra.settings import Settings
 from infra.streams.models import DlqReason
 from infra.streams.records import Headers, Record
 from infra.streams.retry import until_done
-from infra.streams.sealing import dead_letter_purpose
+from infra.streams.sealing import dead_letter_associated_data
 
 log = structlog.get_logger("tellonce.streams")
 
@@ -40,6 +51,10 @@ H_PARTITION = "tellonce-dlq-partition"
 H_OFFSET = "tellonce-dlq-offset"
 H_AT = "tellonce-dlq-at"
 H_SEALED = "tellonce-dlq-sealed"
+H_NOT_KEPT = "tellonce-dlq-not-kept"
+MAX_REASONS = 100
+"""Reasons listed in a dead letter's header at most (a record can have one per unknown field)."""
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 H_REPLAYED_FROM = "tellonce-replayed-from"
 """Added by replay: `<dlq topic>/<partition>/<offset>` of the DLQ record it came from."""
 
@@ -71,11 +86,22 @@ def without_dlq_headers(headers: Headers) -> Headers:
     )
 
 
+def bounded(reasons: list[DlqReason]) -> list[DlqReason]:
+    """At most `MAX_REASONS` reasons: the first ones, then one saying how many more there were."""
+    if len(reasons) <= MAX_REASONS:
+        return reasons
+    more = len(reasons) - (MAX_REASONS - 1)
+    return [
+        *reasons[: MAX_REASONS - 1],
+        DlqReason(code="more_reasons", path="", message=f"{more} more reasons are not listed."),
+    ]
+
+
 def dlq_headers(
     record: Record, reasons: list[DlqReason], at: datetime, sealed_with: str | None = None
 ) -> Headers:
     """The original headers followed by the DLQ headers (`tellonce-dlq-sealed` when sealed)."""
-    encoded = json.dumps([reason.model_dump() for reason in reasons], ensure_ascii=False)
+    encoded = json.dumps([reason.model_dump() for reason in bounded(reasons)], ensure_ascii=False)
     return (
         *without_dlq_headers(record.headers),
         (H_REASONS, encoded.encode()),
@@ -88,11 +114,15 @@ def dlq_headers(
 
 
 def sealed_value(keyring: Keyring, record: Record) -> bytes | None:
-    """The record's value sealed for its position; an absent value stays absent (it hides nothing)."""
+    """The record's value sealed for its position, in binary form, with the keyring's active key.
+
+    An absent value stays absent (it hides nothing).
+    """
     if record.value is None:
         return None
-    purpose = dead_letter_purpose(record.topic, record.partition, record.offset)
-    return keyring.seal(record.value, purpose).encode()
+    aad = dead_letter_associated_data(keyring.active_kid, record.topic, record.partition, record.offset)
+    _, blob = keyring.encrypt(record.value, aad)
+    return blob
 
 
 @dataclass(frozen=True)
@@ -105,6 +135,8 @@ class DeadLetterInfo:
     reasons: list[DlqReason]
     sealed_with: str | None = None
     """The key id that sealed the value, or None when the value is the original."""
+    kept: bool = True
+    """False when the original value and headers were too large to keep (`tellonce-dlq-not-kept`)."""
 
     @classmethod
     def of(cls, record: Record) -> DeadLetterInfo | None:
@@ -121,6 +153,7 @@ class DeadLetterInfo:
                 int(offset),
                 reasons,
                 sealed_with.decode() if sealed_with is not None else None,
+                kept=record.header(H_NOT_KEPT) is None,
             )
         except ValueError:
             return None
@@ -135,8 +168,8 @@ class DeadLetterInfo:
             return record.value
         if keyring is None:
             raise KeyringError("this dead letter is sealed and encryption is off: no key to open it")
-        purpose = dead_letter_purpose(self.topic, self.partition, self.offset)
-        return keyring.open_sealed(record.value.decode("ascii", errors="replace"), purpose)
+        aad = dead_letter_associated_data(self.sealed_with, self.topic, self.partition, self.offset)
+        return keyring.decrypt(self.sealed_with, record.value, aad)
 
 
 class DeadLetters:
@@ -152,19 +185,50 @@ class DeadLetters:
         self.keyring = keyring
 
     async def send(self, record: Record, reasons: list[DlqReason], dlq_topic: str) -> None:
-        """Dead-letter one record; returns once the DLQ write is acknowledged (retrying until it is)."""
+        """Dead-letter one record; returns once the DLQ write is acknowledged (retrying until it is).
+
+        A dead letter the broker refuses as too large is written again without the original
+        value and headers, so the partition moves on.
+        """
+        at = datetime.now(UTC)
         value, sealed_with = record.value, None
         if self.keyring is not None and record.value is not None:
             value, sealed_with = sealed_value(self.keyring, record), self.keyring.active_kid
-        headers = list(dlq_headers(record, reasons, datetime.now(UTC), sealed_with))
-
-        async def attempt() -> None:
-            await self.producer.send_and_wait(dlq_topic, value, key=record.key, headers=headers)
-
-        await until_done(attempt, what="dlq_publish", where=record.where)
+        headers = list(dlq_headers(record, reasons, at, sealed_with))
+        try:
+            await self._write(dlq_topic, record, value, headers, permanent=TOO_LARGE)
+        except TOO_LARGE:
+            log.warning("streams.dead_letter_too_large", dlq=dlq_topic, **record.where)
+            too_large = DlqReason(
+                code="dead_letter_too_large",
+                path="",
+                message="Too large for the dead-letter queue: its value and headers are not kept here; "
+                "the original is at its position on its topic while the topic keeps it.",
+            )
+            bare = dataclasses.replace(record, value=None, headers=())
+            headers = [*dlq_headers(bare, [*bounded(reasons)[: MAX_REASONS - 1], too_large], at)]
+            await self._write(dlq_topic, record, None, [*headers, (H_NOT_KEPT, b"value,headers")])
         log.warning(
             "streams.dead_lettered",
             dlq=dlq_topic,
             codes=sorted({reason.code for reason in reasons}),
             **record.where,
+        )
+
+    async def _write(
+        self,
+        dlq_topic: str,
+        record: Record,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        permanent: tuple[type[Exception], ...] = (),
+    ) -> None:
+        async def attempt() -> None:
+            await self.producer.send_and_wait(dlq_topic, value, key=record.key, headers=headers)
+
+        await until_done(
+            attempt,
+            what="dlq_publish",
+            permanent=lambda exc: isinstance(exc, permanent),
+            where=record.where,
         )

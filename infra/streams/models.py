@@ -176,6 +176,13 @@ class DeadLetter(BaseModel):
     tellonce_dlq_sealed: str | None = Field(
         default=None,
         alias="tellonce-dlq-sealed",
-        description="Header: the key id, when the value is the original value sealed for the purpose "
-        "`tellonce.dead-letter/v1:<original topic>:<partition>:<offset>`; absent when it is the original.",
+        description="Header: the key id, when the value is the original value sealed in binary form "
+        "(nonce, ciphertext, tag) for the purpose `tellonce.dead-letter/v1:<original topic>:<partition>:"
+        "<offset>`; absent when it is the original.",
+    )
+    tellonce_dlq_not_kept: str | None = Field(
+        default=None,
+        alias="tellonce-dlq-not-kept",
+        description="Header: `value,headers` when the broker refused the dead letter as too large and "
+        "it was written without the original value and headers (reason `dead_letter_too_large`).",
     )

@@ -4,7 +4,9 @@ A replayed record is the original value, key and headers (the `tellonce-dlq-*` h
 removed) plus `tellonce-replayed-from: <dlq topic>/<partition>/<offset>`. A sealed dead letter
 (`tellonce-dlq-sealed`) is opened with the settings' keyring first, so the original topic gets
 the original bytes; one that does not open (its key retired, or encryption off here) is not
-replayed, and is left uncommitted like a dead letter the selection left out. The replayer has its
+replayed, and is left uncommitted like a dead letter the selection left out. A dead letter
+written without its original (`tellonce-dlq-not-kept`: too large for the DLQ) cannot be replayed
+from here: it is counted and passed. The replayer has its
 own consumer group: what it has replayed is committed, so a second run replays only newer dead
 letters unless asked to start from the beginning. A dead letter a selection (`--key`,
 `--reason`) left out is never committed past: per partition, the commit stops at the first
@@ -68,6 +70,8 @@ class ReplayReport:
     not_dead_letters: int = 0
     undecryptable: int = 0
     """Selected sealed dead letters that did not open (left out, and not committed past)."""
+    not_kept: int = 0
+    """Selected dead letters kept without their original (too large): nothing to replay."""
     first_not_selected: dict[int, int] = field(default_factory=dict)
     """DLQ offset of the first dead letter left out, by partition: nothing from it on is committed."""
 
@@ -198,6 +202,9 @@ async def _replay(
             original = (info.topic, info.partition, info.offset)
             if original in seen:
                 report.duplicates += 1
+                continue
+            if not info.kept:
+                report.not_kept += 1
                 continue
             try:
                 value = info.original_value(record, keyring)

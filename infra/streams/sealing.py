@@ -59,6 +59,16 @@ def dead_letter_purpose(topic: str, partition: int, offset: int) -> str:
     return f"{DEAD_LETTER_PURPOSE}:{topic}:{partition}:{offset}"
 
 
+def dead_letter_associated_data(kid: str, topic: str, partition: int, offset: int) -> bytes:
+    """What a dead letter's binary seal authenticates: `tlc1|<key id>|<purpose>`, as a sealed value's.
+
+    A dead letter's value is sealed in binary (`Keyring.encrypt`), not as text: the text form
+    grows a value by a third, and a record that filled its topic's size limit must still fit in
+    the DLQ.
+    """
+    return f"tlc1|{kid}|{dead_letter_purpose(topic, partition, offset)}".encode()
+
+
 def _json_bytes(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 

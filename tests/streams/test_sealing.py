@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bundles.notices import NoticeInvalid, parse_notice
@@ -19,8 +21,17 @@ from infra.crypto import Keyring
 from infra.kafka import retention_configs
 from infra.settings import Settings
 from infra.streams.decoding import Unreadable
-from infra.streams.dlq import H_SEALED, DeadLetterInfo, DeadLetters, dlq_headers, sealed_value
-from infra.streams.models import SubmissionEnvelope
+from infra.streams.dlq import (
+    H_NOT_KEPT,
+    H_REASONS,
+    H_SEALED,
+    MAX_REASONS,
+    DeadLetterInfo,
+    DeadLetters,
+    dlq_headers,
+    sealed_value,
+)
+from infra.streams.models import DlqReason, SubmissionEnvelope
 from infra.streams.records import Record
 from infra.streams.sealing import (
     open_submission,
@@ -268,27 +279,60 @@ def test_an_unsealed_dead_letter_is_its_original_and_an_absent_value_stays_absen
     assert sealed_value(KEYRING, record(None)) is None
 
 
+class Producer:
+    """A stand-in for aiokafka's producer that keeps what it was given; refuses values over `limit`."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.sent: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if self.limit is not None and len(value or b"") + sum(len(v) for _, v in headers) > self.limit:
+            raise MessageSizeTooLargeError("too large")
+        self.sent.append((topic, value, headers))
+
+
 async def test_dead_letters_are_written_sealed_with_a_keyring_and_as_they_were_without() -> None:
-    class Producer:
-        def __init__(self) -> None:
-            self.sent: list[tuple[str, bytes | None, dict[str, bytes]]] = []
-
-        async def send_and_wait(
-            self, topic: str, value: bytes | None, *, key: bytes | None, headers: list[tuple[str, bytes]]
-        ) -> None:
-            self.sent.append((topic, value, dict(headers)))
-
     original = encoded(cleartext_envelope())
     for keyring in (KEYRING, None):
         producer = Producer()
         await DeadLetters(cast("AIOKafkaProducer", producer), keyring).send(record(original), [], "dlq")
-        ((_, value, headers),) = producer.sent
+        ((_, value, sent_headers),) = producer.sent
+        headers = dict(sent_headers)
         assert headers["origin"] == b"partner"
         if keyring is None:
             assert value == original and H_SEALED not in headers
         else:
-            assert value is not None and value != original and hits(value, "dlq") == []
+            # Sealed in binary: 28 bytes more (nonce and tag), so what fitted its topic fits here.
+            assert value is not None and len(value) == len(original) + 28 and hits(value, "dlq") == []
             assert headers[H_SEALED] == b"test-key-1"
+
+
+def test_a_dead_letter_lists_at_most_a_hundred_reasons() -> None:
+    many = [DlqReason(code="extra_forbidden", path=f"consents.k{i}", message="x") for i in range(250)]
+    headers = dict(dlq_headers(record(b"{}"), many, AT))
+    listed = json.loads(headers[H_REASONS])
+    assert len(listed) == MAX_REASONS
+    assert listed[-1] == {"code": "more_reasons", "path": "", "message": "151 more reasons are not listed."}
+
+
+async def test_a_dead_letter_too_large_for_the_broker_is_kept_without_its_original() -> None:
+    """Retrying a write the broker refuses for its size would hold the partition forever."""
+    producer = Producer(limit=10_000)
+    big = record(b'{"pad": "' + b"a" * 20_000 + b'"}')
+    reasons = [DlqReason(code="envelope_invalid", path="pad", message="x")]
+    await asyncio.wait_for(
+        DeadLetters(cast("AIOKafkaProducer", producer), KEYRING).send(big, reasons, "dlq"), 5
+    )
+    ((_, value, headers),) = producer.sent
+    dead = Record("dlq", 0, 3, b"key", value, tuple(headers), 0)
+    info = DeadLetterInfo.of(dead)
+    assert value is None and info is not None and not info.kept
+    assert [r.code for r in info.reasons] == ["envelope_invalid", "dead_letter_too_large"]
+    assert (info.topic, info.partition, info.offset) == ("tellonce.submissions", 2, 41)
+    assert "origin" not in dict(headers) and dict(headers)[H_NOT_KEPT] == b"value,headers"
 
 
 # --------------------------------------------------------------------------------- topics
