@@ -141,7 +141,7 @@ class Keyring:
         a sealed value copied into another record does not open there.
         """
         kid = self._active
-        _, blob = self.encrypt(plaintext, _sealed_aad(kid, purpose))
+        _, blob = self.encrypt(plaintext, sealed_associated_data(kid, purpose))
         return f"{SEALED_PREFIX}.{kid}.{base64.urlsafe_b64encode(blob).decode().rstrip('=')}"
 
     def open_sealed(self, token: str, purpose: str) -> bytes:
@@ -152,10 +152,14 @@ class Keyring:
             blob = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (binascii.Error, ValueError) as exc:
             raise DecryptionError("sealed value is not base64url") from exc
-        return self.decrypt(kid, blob, _sealed_aad(kid, purpose))
+        return self.decrypt(kid, blob, sealed_associated_data(kid, purpose))
 
 
-def _sealed_aad(kid: str, purpose: str) -> bytes:
+def sealed_associated_data(kid: str, purpose: str) -> bytes:
+    """What a sealed value authenticates besides its plaintext: the format, its key id and purpose.
+
+    Public for values sealed in binary (`Keyring.encrypt`) that must bind a purpose the same way.
+    """
     return f"{SEALED_PREFIX}|{kid}|{purpose}".encode()
 
 

@@ -34,6 +34,7 @@ from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from infra.intake import Intake
 from infra.kafka import kafka_broker
+from infra.records import open_record_store
 from infra.settings import Settings
 from infra.streams.batches import consume_batch
 from infra.streams.dlq import DeadLetters, raw_producer
@@ -226,7 +227,7 @@ class Streams:
         self.producer = await until_done(self._start_producer, what="connect_kafka")
         keyring = settings.keyring
         dead_letters = DeadLetters(self.producer, keyring)
-        intake = Intake(self.client, catalogue, settings)
+        intake = Intake(self.client, catalogue, settings, records=open_record_store(settings))
         self.submissions = SubmissionConsumer(
             intake, dead_letters, settings.kafka_topic_submissions_dlq, keyring=keyring
         )

@@ -20,7 +20,14 @@ from typing import Any
 
 from bundles.notices import MAX_NOTICE_BYTES, NOTICE_SCHEMA, BirthNotice, NoticeInvalid, Reason, parse_notice
 from bundles.validators import safe_path
-from infra.crypto import DecryptionError, Keyring, UnknownKeyError, is_sealed, sealed_key_id
+from infra.crypto import (
+    DecryptionError,
+    Keyring,
+    UnknownKeyError,
+    is_sealed,
+    sealed_associated_data,
+    sealed_key_id,
+)
 from infra.streams.decoding import Unreadable, reason
 from infra.streams.models import DlqReason, SubmissionEnvelope
 
@@ -66,7 +73,7 @@ def dead_letter_associated_data(kid: str, topic: str, partition: int, offset: in
     grows a value by a third, and a record that filled its topic's size limit must still fit in
     the DLQ.
     """
-    return f"tlc1|{kid}|{dead_letter_purpose(topic, partition, offset)}".encode()
+    return sealed_associated_data(kid, dead_letter_purpose(topic, partition, offset))
 
 
 def _json_bytes(value: object) -> bytes:

@@ -195,12 +195,6 @@ async def test_malformed_records_are_dead_lettered_and_the_next_valid_one_starts
     await assert_dead_lettered_and_consumer_goes_on(lane, hostile_records(), 60, in_process(lane))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="infra/streams: a dead letter larger than the producer's max request size (the value sealed, "
-    "+33%; or one reason per unknown field in a header) is retried forever and blocks its partition",
-)
 async def test_records_whose_dead_letter_would_be_too_large_do_not_block_their_partition(
     lane: Lane, tmp_path: Path
 ) -> None:
