@@ -30,8 +30,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bundles.validators import toronto_today
+from infra.crypto import Keyring
 from infra.settings import Settings
 from infra.streams.app import Streams
+from infra.streams.sealing import seal_submission
 from infra.streams.topics import ensure_topics, names_under
 from infra.temporal import connect
 
@@ -40,8 +42,8 @@ BATCH = 256
 CONCURRENCY = 64
 
 
-def envelopes(count: int) -> list[tuple[bytes, bytes]]:
-    """`count` valid envelopes (key, value), each with its own submission id."""
+def envelopes(count: int, keyring: Keyring | None) -> list[tuple[bytes, bytes]]:
+    """`count` valid envelopes (key, value), each with its own submission id, sealed as partners must."""
     submission: dict[str, Any] = json.loads(EXAMPLE.read_text())["submission"]
     submission["child"]["date_of_birth"] = (toronto_today() - datetime.timedelta(days=10)).isoformat()
     records = []
@@ -56,7 +58,8 @@ def envelopes(count: int) -> list[tuple[bytes, bytes]]:
             "channel": "benchmark",
             "submission": body,
         }
-        records.append((submission_id.encode(), json.dumps(value).encode()))
+        sealed = seal_submission(keyring, value) if keyring is not None else value
+        records.append((submission_id.encode(), json.dumps(sealed).encode()))
     return records
 
 
@@ -146,8 +149,8 @@ async def one_round(
     baseline_topic = f"{name}.baseline"
     await ensure_topics(settings, systems=[])
     await ensure_topics(settings.model_copy(update={"kafka_topic_submissions": baseline_topic}), systems=[])
-    await produce(kafka, settings.kafka_topic_submissions, envelopes(count))
-    await produce(kafka, baseline_topic, envelopes(count))
+    await produce(kafka, settings.kafka_topic_submissions, envelopes(count, settings.keyring))
+    await produce(kafka, baseline_topic, envelopes(count, settings.keyring))
     if baseline_first:
         baseline_s = await run_baseline(settings, baseline_topic, count)
         tellonce_s = await run_tellonce(settings, count)

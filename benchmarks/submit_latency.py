@@ -34,7 +34,8 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from stdnum import luhn
 
-from infra.notices_cli import hospital_notice
+from infra.crypto import Keyring
+from infra.notices_cli import hospital_notice, notice_record
 from infra.settings import Settings
 
 BUNDLE_ID = "newborn-on"
@@ -135,6 +136,7 @@ async def run_one(
     *,
     hospital: AIOKafkaProducer,
     notices_topic: str,
+    keyring: Keyring | None,
     deadline: float,
     poll_interval: float,
 ) -> None:
@@ -158,7 +160,9 @@ async def run_one(
     run.tracking_id = accepted["tracking_id"]
     run.state = "submitted"
     notice = hospital_notice(body, notice_id=f"NLB-{run.tracking_id[:8].upper()}")
-    await hospital.send_and_wait(notices_topic, json.dumps(notice).encode(), key=notice["notice_id"].encode())
+    await hospital.send_and_wait(
+        notices_topic, notice_record(notice, keyring), key=notice["notice_id"].encode()
+    )
     headers = {"X-Access-Code": accepted["access_code"]}
     while time.monotonic() < deadline:
         try:
@@ -211,6 +215,7 @@ async def benchmark(
                     limit,
                     hospital=hospital,
                     notices_topic=settings.kafka_topic_birth_notices,
+                    keyring=settings.keyring,
                     deadline=deadline,
                     poll_interval=poll_interval,
                 )
