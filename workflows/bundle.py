@@ -168,7 +168,11 @@ class BundleWorkflow:
     * Withdrawal stops every step not yet sent and undoes the reversible ones that were done.
     """
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, bundle: BundleInput) -> None:
+        # The input is taken here, not in run(): an update or signal can arrive with the
+        # bundle's first workflow task (a withdrawal sent while no worker ran) and its handler
+        # runs before run() does, so the bundle's steps must exist by then.
         self._input: BundleInput | None = None
         self._runs: dict[str, _StepRun] = {}
         self._steps: dict[str, StepStatus] = {}
@@ -188,13 +192,13 @@ class BundleWorkflow:
         self._event_sequence = 0
         self._outbox: list[BundleEvent] = []
         self._outbox_closed = False
+        self._start(bundle)
 
     # ------------------------------------------------------------------ orchestration
 
     @workflow.run
     async def run(self, bundle: BundleInput) -> BundleStatus:
         """Execute the bundle's steps and return its final status."""
-        self._start(bundle)
         self._sync_visibility()
         publisher = asyncio.ensure_future(self._publish_events()) if bundle.publish_events else None
         steps = asyncio.ensure_future(

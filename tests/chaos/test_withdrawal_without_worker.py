@@ -20,14 +20,6 @@ from workflows.models import BundleState, WithdrawRequest
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BundleWorkflow.withdraw runs before run() has set _input when the update arrives with the "
-        "bundle's first workflow task: _sync_visibility -> _bundle() asserts, the task fails over "
-        "and over, and the update times out after 20 s ('Workflow Task in failed state')"
-    ),
-)
 async def test_a_withdrawal_sent_while_no_worker_runs_applies_once_one_does(
     dev_env: WorkflowEnvironment,
 ) -> None:
