@@ -50,13 +50,19 @@ async def chaos_stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
     """The dev stack's services, started stage by stage as `tellonce dev` starts them.
 
     CRA's nightly closure is switched off (`TELLONCE_LEGACY_SYSTEMS={}`) so the outcome does not
-    depend on the hour CI runs; every other setting is the dev stack's own.
+    depend on the hour CI runs; every other setting is the dev stack's own, keyring included.
     """
     settings = Settings(
         port_base=free_port_base(),
         data_dir=tmp_path / "data",
         legacy_systems={},
+        # The stack's own keyring file under its data dir, as `tellonce dev` has, not the keys
+        # the test session puts in the environment (the services do not see those).
+        encryption_keys=None,
     )
+    settings.data_dir.mkdir(parents=True)
+    # Made before any service starts, as `tellonce dev` does, so they cannot race to create it.
+    assert settings.keyring is not None
     stack = ChaosStack(settings, extra_env={"TELLONCE_LEGACY_SYSTEMS": "{}"})
     try:
         await stack.start_all()

@@ -1,6 +1,6 @@
 """The resilience scenario: bundles of both types in flight while processes die and systems fail.
 
-`run_scenario` drives one run against a `ChaosStack` and returns a `RunReport` of what was sent,
+`ChaosRun.run` drives one run against a `ChaosStack` and returns a `RunReport` of what was sent,
 what was done to the stack (and when), and what the servers say afterwards. The test decides
 what must hold; the report is printed as a table and written as JSON either way.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -56,10 +57,13 @@ from tests.chaos.workload import (
     withdraw_http,
 )
 from workflows.bundle import BundleWorkflow
-from workflows.models import BundleState, DecisionAction, StepDecision, StepState
+from workflows.models import FINAL_STEP_STATES, BundleState, DecisionAction, StepDecision, StepState
+from workflows.names import reply_collector_id
 
 DOWN_SYSTEM = "on-registrar-births"
 """Taken down for a while: the newborn bundles' pivot (SOAP). Retries must absorb the outage."""
+BATCH_SYSTEM = "esdc-sin"
+"""The newborn bundles' batch-file system: its replies come through one collector workflow."""
 SLOW_SYSTEM = "on-health"
 """Slowed to seconds per call: OHIP's address book. Its calls are in flight when the worker dies."""
 
@@ -82,10 +86,17 @@ class Plan:
     latency_ms: int
     """SLOW_SYSTEM's delay per call."""
     worker_kills: int
-    """SIGKILLs of the worker (the first while SLOW_SYSTEM's calls are in flight)."""
+    """SIGKILLs of the worker in all: the first while SLOW_SYSTEM's calls are in flight, then one
+    after each wave from the third on."""
     streams_kills: int
-    """SIGKILLs of the streams process (the first while Kafka submissions wait for it)."""
+    """SIGKILLs of the streams process in all: the first while Kafka submissions wait for it."""
+    spare_collector: bool
+    """Kill the worker only between two batch-reply collections. A collection lost with its worker
+    stalls every batch reply for 5 minutes (a known bug, `test_reply_collector_crash.py`): the
+    short run steers clear of it so CI stays within its time; the full run does not."""
     temporal_signal: signal.Signals
+    temporal_down_s: float
+    """How long the Temporal server stays down each time (residents and streams retry meanwhile)."""
     final_timeout_s: float
     """How long bundles may take to be final once the faults are over."""
 
@@ -100,20 +111,24 @@ SHORT = Plan(
     latency_ms=2000,
     worker_kills=1,
     streams_kills=1,
+    spare_collector=True,
     temporal_signal=signal.SIGKILL,
+    temporal_down_s=2.0,
     final_timeout_s=90.0,
 )
 FULL = Plan(
     name="full",
-    newborns=(16, 12, 12),
-    moves=(16, 12, 12),
+    newborns=(16, 12, 12, 12),
+    moves=(16, 12, 12, 12),
     withdrawals=2,
     rollbacks=1,
     outage_s=180.0,
     latency_ms=3000,
     worker_kills=3,
     streams_kills=3,
+    spare_collector=False,
     temporal_signal=signal.SIGKILL,
+    temporal_down_s=20.0,
     final_timeout_s=600.0,
 )
 
@@ -155,6 +170,8 @@ class RunReport:
     fate_problems: list[str] = field(default_factory=list)
     not_final: dict[str, Any] = field(default_factory=dict)
     dead_letters: int = 0
+    known_bug: str | None = None
+    """Set when the run stalled on a known, already reported bug rather than on something new."""
     stack_start_s: float = 0.0
     wall_s: float = 0.0
 
@@ -294,7 +311,10 @@ class ChaosRun:
             outage_s=plan.outage_s,
             retry_budget_s=retry_budget_s(NEWBORN, DOWN_SYSTEM),
         )
-        self.background: list[asyncio.Task[None]] = []
+        self.client: Client | None = None
+        self.withdrawals: list[asyncio.Future[int]] = []
+        self.background: list[asyncio.Future[None]] = []
+        """Requests still in flight when a step of the run fails: cancelled on the way out."""
 
     async def run(self) -> RunReport:
         """Drive the whole scenario, then read and judge the outcome."""
@@ -305,15 +325,17 @@ class ChaosRun:
         ):
             partner = Partner(self.settings)
             await partner.start()
+            self.client = await connect(self.settings)
             try:
                 await self._inject_and_submit(api, sandbox, partner)
-                client = await connect(self.settings)
-                outcomes = await self._wait_final(client)
+                outcomes = await self._wait_final(self.client)
                 await self._duplicates_after_the_end(api, partner)
-                await self._judge(client, sandbox, outcomes)
+                await self._judge(self.client, sandbox, outcomes)
             finally:
-                for task in self.background:
-                    task.cancel()
+                for pending in self.background:
+                    pending.cancel()
+                for withdrawal in self.withdrawals:
+                    withdrawal.cancel()
                 await partner.stop()
         self.report.wall_s = self.report.stack_start_s + time.monotonic() - started
         self.report.faults = self.timeline.events
@@ -340,14 +362,18 @@ class ChaosRun:
         down_at = time.monotonic()
         note(f"{DOWN_SYSTEM}: down")
 
-        first, *later = self.waves
+        first, second, *later = self.waves
         await self._submit_wave(api, partner, first, copies=2)
         note(f"wave 1 submitted: {len(first)} bundles (Kafka ones twice)")
         await self._send_notices(partner, first)
 
+        # Early, so that the activities whose answers it loses time out while the rest goes on.
+        await self._temporal_restart_during(api, partner, second, kafka_too=False)
+        note(f"wave 2 submitted over HTTP: {len(self._api(second))} bundles")
+
         # The slow system's calls are in flight now: the worker dies between effect and answer.
         await asyncio.sleep(plan.latency_ms / 1000 * 0.75)
-        self.stack.kill("worker")
+        await self._kill_worker()
         note("worker: SIGKILL")
         self.stack.start("worker")
         self.stack.kill("streams")
@@ -355,24 +381,27 @@ class ChaosRun:
         # While streams is down: every Kafka submission so far once more, and the next wave's.
         for submission in self._kafka(first):
             await partner.send_submission(submission)
-        if later:
-            await self._submit_kafka(partner, later[0], copies=2)
+        await self._submit_kafka(partner, second, copies=2)
+        note(f"wave 2 submitted over Kafka while streams is down: {len(self._kafka(second))} bundles")
         self.stack.start("streams")
-        await asyncio.gather(self.stack.wait_healthy("worker"), self.stack.wait_healthy("streams"))
-        note("worker and streams: restarted, healthy")
-        await self._withdraw(api, first)
+        await self.stack.wait_healthy("worker")
+        note("worker: restarted, healthy")
+        self._withdraw(api, first + second)
+        await self._send_notices(partner, second)
 
-        for number, wave in enumerate(later, start=2):
-            # Wave 2's Kafka submissions went out while streams was down; later waves' go out
-            # while Temporal is down (streams must keep trying to start their bundles).
-            await self._temporal_restart_during(api, partner, wave, kafka_too=number > 2)
+        for number, wave in enumerate(later, start=3):
+            # These waves' Kafka submissions go out while Temporal is down: streams must keep
+            # trying to start their bundles.
+            await self._temporal_restart_during(api, partner, wave, kafka_too=True)
             note(f"wave {number} submitted: {len(wave)} bundles")
             await self._send_notices(partner, wave)
-            await self._withdraw(api, wave)
-            if number - 1 < plan.worker_kills:
-                await self.stack.restart("worker")
+            self._withdraw(api, wave)
+            if self.stack.starts["worker"] <= plan.worker_kills:
+                await self._kill_worker()
+                self.stack.start("worker")
+                await self.stack.wait_healthy("worker")
                 note("worker: SIGKILL, restarted, healthy")
-            if number - 1 < plan.streams_kills:
+            if self.stack.starts["streams"] <= plan.streams_kills:
                 await self.stack.restart("streams")
                 note("streams: SIGKILL, restarted, healthy")
 
@@ -389,6 +418,33 @@ class ChaosRun:
         note("every submission sent once more (HTTP with the same Idempotency-Key, Kafka duplicates)")
         await sandbox.set_faults(SLOW_SYSTEM, latency_ms=0)
         note(f"{SLOW_SYSTEM}: latency off (its refusal of one resident stays)")
+        await asyncio.gather(*self.withdrawals)
+        await self.stack.wait_healthy("streams")
+        note("streams: healthy")
+
+    async def _kill_worker(self) -> None:
+        """SIGKILL the worker; with `spare_collector`, not while a batch-reply collection runs."""
+        if self.plan.spare_collector:
+            # A collection takes milliseconds every 2 s: this waits at most a few polls.
+            for _ in range(250):
+                if not await self._collection_running():
+                    break
+                await asyncio.sleep(0.02)
+        self.stack.kill("worker")
+
+    async def _collection_running(self) -> str | None:
+        """The worker identity running the batch-reply collection now, if one runs."""
+        assert self.client is not None
+        collector = reply_collector_id(self.settings.task_queue_prefix, BATCH_SYSTEM)
+        handle = self.client.get_workflow_handle(collector)
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return None
+        for pending in description.raw_description.pending_activities:
+            if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                return pending.last_worker_identity or "?"
+        return None
 
     async def _temporal_restart_during(
         self, api: httpx.AsyncClient, partner: Partner, wave: list[Submission], *, kafka_too: bool
@@ -398,9 +454,10 @@ class ChaosRun:
         self.stack.kill("temporal", self.plan.temporal_signal)
         note(f"temporal: {self.plan.temporal_signal.name}")
         posts = [asyncio.ensure_future(submit_http(api, s, give_up_after=120)) for s in self._api(wave)]
+        self.background.extend(posts)
         if kafka_too:
             await self._submit_kafka(partner, wave, copies=2)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(self.plan.temporal_down_s)
         await self.stack.wait_ports_free("temporal")
         self.stack.start("temporal")
         await self.stack.wait_healthy("temporal")
@@ -427,16 +484,32 @@ class ChaosRun:
                 for _ in range(1 + submission.index % 2):
                     await partner.send_notice(submission)
 
-    async def _withdraw(self, api: httpx.AsyncClient, wave: list[Submission]) -> None:
-        """Residents withdraw mid-flight (Kafka submissions with the access code tellonce derives)."""
-        catalogue = Catalogue.load(known_adapters=KNOWN_ADAPTERS)
-        intake = Intake(await connect(self.settings), catalogue, self.settings)
+    def _withdraw(self, api: httpx.AsyncClient, wave: list[Submission]) -> None:
+        """Residents withdraw mid-flight (Kafka submissions with the access code tellonce derives).
+
+        In the background: an answer may be slow to come, and the faults go on meanwhile.
+        """
+        assert self.client is not None
+        intake = Intake(self.client, Catalogue.load(known_adapters=KNOWN_ADAPTERS), self.settings)
         targets = [s for s in wave if s.fate == "withdraw" and s.accepted]
         for submission in targets:
             assert submission.tracking_id is not None
             submission.access_code = submission.access_code or intake.access_code(submission.tracking_id)
-        statuses = await asyncio.gather(*(withdraw_http(api, s, give_up_after=60) for s in targets))
-        self.timeline.note(f"withdrawn mid-flight: {len(targets)} bundles (answers {sorted(statuses)})")
+            self.withdrawals.append(asyncio.ensure_future(self._withdraw_once_started(api, submission)))
+        self.timeline.note(f"withdrawing mid-flight: {len(targets)} bundles")
+
+    async def _withdraw_once_started(self, api: httpx.AsyncClient, submission: Submission) -> int:
+        """A partner's resident can withdraw only once streams has started the bundle (before
+        that the API rightly knows no such tracking id): wait for it, then withdraw."""
+        assert self.client is not None and submission.tracking_id is not None
+        handle = self.client.get_workflow_handle(submission.tracking_id)
+        for _ in range(300):
+            try:
+                await handle.describe()
+                break
+            except RPCError:
+                await asyncio.sleep(0.2)
+        return await withdraw_http(api, submission, give_up_after=90)
 
     @staticmethod
     def _api(wave: list[Submission]) -> list[Submission]:
@@ -465,7 +538,29 @@ class ChaosRun:
         )
         done = all(o.final for o in outcomes.values())
         self.timeline.note("every bundle final" if done else "gave up waiting")
+        if not done:
+            self.report.known_bug = await self._stalled_on_lost_collection(outcomes)
         return outcomes
+
+    async def _stalled_on_lost_collection(self, outcomes: dict[str, Outcome]) -> str | None:
+        """Say so when every unfinished bundle only waits for a batch reply, and the collection
+        that would bring them was lost with a killed worker (the known 5-minute stall)."""
+        running = await self._collection_running()
+        killed = {f"{pid}@" for pid in self.stack.expected_exits}
+        if running is None or not any(running.startswith(prefix) for prefix in killed):
+            return None
+        for outcome in outcomes.values():
+            if outcome.final:
+                continue
+            if outcome.status is None:
+                return None
+            waiting = [step for step in outcome.status.steps if step.state not in FINAL_STEP_STATES]
+            if any(s.system != BATCH_SYSTEM or s.state is not StepState.WAITING_REPLY for s in waiting):
+                return None
+        return (
+            f"the {BATCH_SYSTEM} reply collection was lost with a killed worker ({running}): "
+            "no batch reply for 5 minutes (test_reply_collector_crash.py)"
+        )
 
     async def _operator_retries(
         self, client: Client, outcomes: dict[str, Outcome], retried: set[tuple[str, str]]

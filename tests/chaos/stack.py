@@ -110,10 +110,16 @@ class ChaosStack:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **service.env, **self.extra_env},
+                env={**self._outside_env(), **service.env, **self.extra_env},
                 start_new_session=True,
             )
         self.running[name] = Running(service, proc)
+
+    @staticmethod
+    def _outside_env() -> dict[str, str]:
+        """This process's environment without its TELLONCE_* settings: a service's settings are
+        the dev stack's (`services`' environment) and `extra_env`, nothing a test session set."""
+        return {key: value for key, value in os.environ.items() if not key.startswith("TELLONCE_")}
 
     def pid(self, name: str) -> int:
         """The process id of a running service."""

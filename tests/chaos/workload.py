@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
-import importlib.util
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import httpx
 from aiokafka import AIOKafkaProducer
 from stdnum import luhn
 
-from infra.notices_cli import hospital_notice
+from infra.notices_cli import hospital_notice, notice_record
 from infra.sandbox.addresses import SYNTHETIC_RESIDENTS, SyntheticResident
 from infra.settings import Settings
 from infra.streams.models import SUBMISSION_SCHEMA_V1
+from infra.streams.sealing import seal_submission
 from infra.streams.submissions import tracking_id_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -238,13 +236,6 @@ async def withdraw_http(client: httpx.AsyncClient, submission: Submission, *, gi
 # --------------------------------------------------------------------------- Kafka (partners, hospitals)
 
 
-def _sealing() -> ModuleType | None:
-    """The Kafka sealing codec, where this tree has it (issue 7 item 2 lands beside this suite)."""
-    if importlib.util.find_spec("infra.streams.sealing") is None:
-        return None
-    return importlib.import_module("infra.streams.sealing")
-
-
 def envelope(submission: Submission, settings: Settings) -> bytes:
     """The `tellonce.submissions` record value of a Kafka submission, sealed as a partner seals it."""
     assert submission.kafka_id is not None
@@ -255,18 +246,9 @@ def envelope(submission: Submission, settings: Settings) -> bytes:
         "channel": KAFKA_CHANNEL,
         "submission": submission.body,
     }
-    sealing, keyring = _sealing(), settings.keyring
-    if sealing is not None and keyring is not None:
-        value = sealing.seal_submission(keyring, value)
+    if settings.keyring is not None:
+        value = seal_submission(settings.keyring, value)
     return json.dumps(value, ensure_ascii=False).encode()
-
-
-def notice_value(notice: dict[str, Any], settings: Settings) -> bytes:
-    """A hospital's notice record value, its birth facts sealed as a hospital seals them."""
-    sealing, keyring = _sealing(), settings.keyring
-    if sealing is not None and keyring is not None:
-        notice = sealing.seal_notice(keyring, notice)
-    return json.dumps(notice, ensure_ascii=False).encode()
 
 
 class Partner:
@@ -305,7 +287,7 @@ class Partner:
         notice = hospital_notice(submission.body, notice_id=f"NLB-CHAOS-{submission.index:05d}")
         await self.producer.send_and_wait(
             self.settings.kafka_topic_birth_notices,
-            notice_value(notice, self.settings),
+            notice_record(notice, self.settings.keyring),
             key=notice["notice_id"].encode(),
         )
         submission.notices_sent += 1
