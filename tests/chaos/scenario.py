@@ -170,6 +170,8 @@ class RunReport:
     fate_problems: list[str] = field(default_factory=list)
     not_final: dict[str, Any] = field(default_factory=dict)
     dead_letters: int = 0
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+    """Per submission: type, channel, story, tracking id, final state and each step's state (JSON only)."""
     known_bug: str | None = None
     """Set when the run stalled on a known, already reported bug rather than on something new."""
     stack_start_s: float = 0.0
@@ -546,7 +548,7 @@ class ChaosRun:
         """Say so when every unfinished bundle only waits for a batch reply, and the collection
         that would bring them was lost with a killed worker (the known 5-minute stall)."""
         running = await self._collection_running()
-        killed = {f"{pid}@" for pid in self.stack.expected_exits}
+        killed = {f"{pid}@" for pid in self.stack.killed_pids}
         if running is None or not any(running.startswith(prefix) for prefix in killed):
             return None
         for outcome in outcomes.values():
@@ -678,6 +680,21 @@ class ChaosRun:
                 f"executions {dict(listed)} are not one per distinct submission {sorted(expected)}"
             )
         report.fate_problems.extend(self._fates(outcomes))
+        for s in self.all:
+            outcome = outcomes.get(s.tracking_id or "")
+            status = outcome.status if outcome else None
+            report.bundles.append(
+                {
+                    "index": s.index,
+                    "bundle_id": s.bundle_id,
+                    "channel": s.channel,
+                    "story": s.fate,
+                    "tracking_id": s.tracking_id,
+                    "state": status.state.value if status else None,
+                    "steps": {step.id: step.state.value for step in status.steps} if status else None,
+                    "withdraw_answers": s.withdraw_answers,
+                }
+            )
         statuses = {tid: o.status for tid, o in outcomes.items() if o.status is not None}
         dedupes, effects = await read_ledgers(sandbox)
         found: LedgerFindings = judge_ledgers(effects, dedupes, statuses, compensable_steps())

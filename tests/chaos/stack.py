@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -48,7 +48,7 @@ class Running:
 
     service: Service
     proc: subprocess.Popen[bytes]
-    started: float = field(default_factory=time.monotonic)
+    stopped_on_purpose: bool = False
 
 
 class ChaosStack:
@@ -67,7 +67,8 @@ class ChaosStack:
         self.extra_env = extra_env
         self.running: dict[str, Running] = {}
         self.starts: dict[str, int] = dict.fromkeys(self.by_name, 0)
-        self.expected_exits: set[int] = set()
+        self.killed_pids: list[int] = []
+        """Every process this stack stopped on purpose (a Temporal worker identity starts with it)."""
         self._client: Client | None = None
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -129,7 +130,8 @@ class ChaosStack:
         """Signal a service's whole process group and wait until it is gone (SIGKILL after a grace)."""
         running = self.running[name]
         proc = running.proc
-        self.expected_exits.add(proc.pid)
+        running.stopped_on_purpose = True
+        self.killed_pids.append(proc.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:
@@ -202,7 +204,7 @@ class ChaosStack:
         """A message naming a service that exited without being killed, if one did."""
         for name, running in self.running.items():
             proc = running.proc
-            if proc.poll() is not None and proc.pid not in self.expected_exits:
+            if proc.poll() is not None and not running.stopped_on_purpose:
                 return f"{name} exited by itself with code {proc.returncode}\n{self.tail(name)}"
         return None
 
@@ -213,7 +215,7 @@ class ChaosStack:
             running = self.running.get(name)
             if running is None or running.proc.poll() is not None:
                 continue
-            self.expected_exits.add(running.proc.pid)
+            running.stopped_on_purpose = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(running.proc.pid, signal.SIGTERM)
         for name in order:
