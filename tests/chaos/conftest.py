@@ -46,23 +46,23 @@ FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-async def chaos_stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ChaosStack]:
+async def chaos_stack(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ChaosStack]:
     """The dev stack's services, started stage by stage as `tellonce dev` starts them.
 
     CRA's nightly closure is switched off (`TELLONCE_LEGACY_SYSTEMS={}`) so the outcome does not
     depend on the hour CI runs; every other setting is the dev stack's own, keyring included.
     """
-    settings = Settings(
-        port_base=free_port_base(),
-        data_dir=tmp_path / "data",
-        legacy_systems={},
-        # The stack's own keyring file under its data dir, as `tellonce dev` has, not the keys
-        # the test session puts in the environment (the services do not see those).
-        encryption_keys=None,
-    )
+    # The services see none of the test session's TELLONCE_* variables (its test keyring, say):
+    # neither may the settings this side uses to reach them.
+    for name in [name for name in os.environ if name.startswith("TELLONCE_")]:
+        monkeypatch.delenv(name)
+    settings = Settings(port_base=free_port_base(), data_dir=tmp_path / "data", legacy_systems={})
     settings.data_dir.mkdir(parents=True)
-    # Made before any service starts, as `tellonce dev` does, so they cannot race to create it.
-    assert settings.keyring is not None
+    # The stack's own keyring file under its data dir, made before any service starts, as
+    # `tellonce dev` makes it, so they cannot race to create it.
+    _ = settings.keyring
     stack = ChaosStack(settings, extra_env={"TELLONCE_LEGACY_SYSTEMS": "{}"})
     try:
         await stack.start_all()
