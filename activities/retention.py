@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from infra.intake import FINGERPRINT_MEMO
 from infra.records import BundleRecord, RecordStore, record_from_status
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleInput, BundleStatus, Model
@@ -225,8 +226,12 @@ class RetentionSweeper:
         async for execution in self.client.list_workflows(
             self.query(BUNDLE_WORKFLOW_TYPE, cutoff), page_size=request.batch_size
         ):
-            if handled >= request.batch_size or result.expired >= request.batch_size * SCAN_FACTOR:
+            if handled >= request.batch_size:
                 return True
+            if result.expired >= request.batch_size * SCAN_FACTOR:
+                # Mostly bundles it had to leave for later: wait for the next round rather than
+                # look at the same ones again at once, forever.
+                return False
             tick()
             result.expired += 1
             if request.dry_run:
@@ -302,12 +307,16 @@ class RetentionSweeper:
             # Ended otherwise (withdrawn by cancellation, terminated): a worker replays it to answer.
             status = await handle.query(BundleWorkflow.status, rpc_timeout=self.status_read_timeout)
         status_name = execution.status if execution.status is not None else WorkflowExecutionStatus.COMPLETED
-        return record_from_status(
+        fingerprint = (await execution.memo()).get(FINGERPRINT_MEMO)
+        record = record_from_status(
             status,
             run_id=execution.run_id or "",
             channel=started.channel,
             closed_at=execution.close_time or datetime.now(UTC),
             closed_as=_CLOSED_AS.get(status_name, "closed"),
+        )
+        return record.model_copy(
+            update={"request_fingerprint": fingerprint if isinstance(fingerprint, str) else None}
         )
 
     async def _start_input(self, handle: WorkflowHandle[BundleWorkflow, BundleStatus]) -> BundleInput | None:

@@ -95,10 +95,14 @@ class Intake:
             submission_id = (
                 self._derived_id(bundle_id, idempotency_key) if idempotency_key else str(uuid.uuid4())
             )
-        fingerprint = self._mac(f"request:{bundle_id}:{_canonical(raw)}")
-        if self.records is not None and await self.records.get(submission_id) is not None:
+        fingerprint = self.fingerprint(bundle_id, raw)
+        record = await self.records.get(submission_id) if self.records is not None else None
+        if record is not None:
             # Its bundle finished and was removed after the retention period, which freed the
             # id in Temporal: starting again would call every legacy system a second time.
+            known = record.request_fingerprint
+            if known is not None and not hmac.compare_digest(known, fingerprint):
+                raise IdempotencyConflict(submission_id)
             log.info("submission.duplicate_of_removed_bundle", bundle=submission_id, channel=channel)
             return Accepted(tracking_id=submission_id, access_code=self.access_code(submission_id))
         # FAIL on a running bundle and REJECT_DUPLICATE on a closed one: either way a second
@@ -144,6 +148,10 @@ class Intake:
             access_code=self.access_code(submission_id),
             notices=list(validated.notices),
         )
+
+    def fingerprint(self, bundle_id: str, raw: Mapping[str, Any]) -> str:
+        """A keyed digest of a request, to tell a resend of it from other data under the same id."""
+        return self._mac(f"request:{bundle_id}:{_canonical(raw)}")
 
     async def _check_same_request(self, submission_id: str, fingerprint: str) -> None:
         """Refuse a reused id whose bundle was started from different data."""

@@ -92,6 +92,13 @@ class BundleRecord(BaseModel):
     personal_data_removed_at: datetime | None = Field(
         default=None, description="When the execution holding the personal data was deleted; None until then."
     )
+    request_fingerprint: str | None = Field(
+        default=None,
+        description=(
+            "The intake's keyed digest of the request (no personal data can be read from it): a "
+            "resend of the same id is a duplicate only if it matches."
+        ),
+    )
 
 
 def safe_code(code: str | None) -> str | None:
@@ -184,7 +191,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     received_at TEXT NOT NULL,
     closed_at TEXT NOT NULL,
     personal_data_removed_at TEXT,
-    recorded_at TEXT NOT NULL
+    recorded_at TEXT NOT NULL,
+    request_fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS bundles_pending ON bundles (recorded_at) WHERE personal_data_removed_at IS NULL;
 CREATE TABLE IF NOT EXISTS steps (
@@ -206,7 +214,7 @@ CREATE TABLE IF NOT EXISTS steps (
 
 _BUNDLE_COLUMNS = (
     "tracking_id, run_id, bundle_id, definition_version, jurisdiction, channel, state, closed_as, "
-    "received_at, closed_at, personal_data_removed_at"
+    "received_at, closed_at, personal_data_removed_at, request_fingerprint"
 )
 
 
@@ -240,8 +248,13 @@ class SqliteRecordStore:
                 if not self._ready:
                     db.execute("PRAGMA journal_mode = WAL")
                     db.executescript(_SCHEMA)
+                    columns = {row[1] for row in db.execute("PRAGMA table_info(bundles)")}
+                    if "request_fingerprint" not in columns:  # a store written before the column
+                        db.execute("ALTER TABLE bundles ADD COLUMN request_fingerprint TEXT")
                     self._ready = True
-                db.execute("PRAGMA synchronous = NORMAL")
+                # FULL: a record must survive a power cut once its execution has been deleted,
+                # or the freed id could run again. One write per bundle makes this cheap.
+                db.execute("PRAGMA synchronous = FULL")
                 with db:  # one transaction: committed on success, rolled back on error
                     yield db
         except sqlite3.Error as exc:
@@ -255,7 +268,7 @@ class SqliteRecordStore:
         with self._connect() as db:
             db.execute(
                 f"INSERT INTO bundles ({_BUNDLE_COLUMNS}, recorded_at) "  # noqa: S608 - column names are ours
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tracking_id) DO UPDATE SET "
                 "personal_data_removed_at = CASE WHEN bundles.run_id = excluded.run_id "
                 "  THEN coalesce(bundles.personal_data_removed_at, excluded.personal_data_removed_at) "
@@ -264,7 +277,7 @@ class SqliteRecordStore:
                 "definition_version = excluded.definition_version, jurisdiction = excluded.jurisdiction, "
                 "channel = excluded.channel, state = excluded.state, closed_as = excluded.closed_as, "
                 "received_at = excluded.received_at, closed_at = excluded.closed_at, "
-                "recorded_at = excluded.recorded_at",
+                "request_fingerprint = excluded.request_fingerprint, recorded_at = excluded.recorded_at",
                 (
                     record.tracking_id,
                     record.run_id,
@@ -277,6 +290,7 @@ class SqliteRecordStore:
                     _time(record.received_at),
                     _time(record.closed_at),
                     _time(record.personal_data_removed_at),
+                    record.request_fingerprint,
                     _time(datetime.now(UTC)),
                 ),
             )
@@ -356,7 +370,7 @@ class SqliteRecordStore:
 
 def _record(row: tuple[object, ...], steps: list[tuple[object, ...]]) -> BundleRecord:
     tracking_id, run_id, bundle_id, version, jurisdiction, channel, state, closed_as = row[:8]
-    received, closed, removed = row[8:]
+    received, closed, removed, fingerprint = row[8:]
     return BundleRecord.model_validate(
         {
             "tracking_id": tracking_id,
@@ -370,6 +384,7 @@ def _record(row: tuple[object, ...], steps: list[tuple[object, ...]]) -> BundleR
             "received_at": received,
             "closed_at": closed,
             "personal_data_removed_at": removed,
+            "request_fingerprint": fingerprint,
             "steps": [
                 {
                     "id": step_id,
