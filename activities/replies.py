@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -74,6 +75,13 @@ class ReplyActivities:
             deadline=datetime.now(UTC) + (info.start_to_close_timeout or DEFAULT_DEADLINE),
             log=log.bind(system=system, attempt=info.attempt),
         )
+        keep_alive = asyncio.create_task(_heartbeat_every(KEEP_ALIVE_INTERVAL))
+        try:
+            return await self._collect(system, adapter, ctx)
+        finally:
+            keep_alive.cancel()
+
+    async def _collect(self, system: str, adapter: PolledReplies, ctx: CallContext) -> CollectResult:
         result = CollectResult()
         for batch in await adapter.fetch_replies(ctx):
             result.files += 1
@@ -123,3 +131,14 @@ class ReplyActivities:
             log.warning("replies.dropped", system=system, reply_id=reply.reply_id, reason="no_open_bundle")
             return False
         return True
+
+
+KEEP_ALIVE_INTERVAL = 10.0
+"""Seconds between heartbeats while a collection reads files (one exchange may take a minute)."""
+
+
+async def _heartbeat_every(seconds: float) -> None:
+    """Tell Temporal this collection is alive until cancelled, so a dead worker's is retried soon."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(seconds)

@@ -19,6 +19,10 @@ ROUNDS_PER_RUN = 100
 COLLECT_TIMEOUT = timedelta(minutes=5)
 """One collection: reading every waiting reply file and signalling its bundles."""
 
+COLLECT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""A collection lost with its worker is noticed this soon (the activity heartbeats every 10 s),
+rather than after the whole `COLLECT_TIMEOUT` with every batch reply stalled meanwhile."""
+
 COLLECT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -47,6 +51,7 @@ class BatchReplyCollectorWorkflow:
                     collector.system,
                     task_queue=legacy_task_queue(collector.task_queue_prefix, collector.system),
                     start_to_close_timeout=COLLECT_TIMEOUT,
+                    heartbeat_timeout=COLLECT_HEARTBEAT_TIMEOUT,
                     retry_policy=COLLECT_RETRY,
                     result_type=CollectResult,
                 )

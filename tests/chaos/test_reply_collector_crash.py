@@ -43,13 +43,6 @@ async def first_collection(handle: WorkflowHandle[BatchReplyCollectorWorkflow, N
     pytest.fail("the collector scheduled no collection")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BatchReplyCollectorWorkflow's collect_batch_replies has start_to_close_timeout=5 min and no "
-        "heartbeat_timeout: after a worker crash mid-collection no batch reply is collected for 5 min"
-    ),
-)
 async def test_a_collection_lost_with_its_worker_is_noticed_within_a_minute(
     dev_env: WorkflowEnvironment,
 ) -> None:

@@ -60,11 +60,11 @@ async def test_bundles_survive_crashes_restarts_outages_and_duplicates(
     report.write(path)
     say(f"\n{report.table()}\nreport: {path}")
 
-    if report.known_bug:
-        pytest.xfail(report.known_bug)
     assert chaos_stack.died() is None
     assert report.accepted == report.submitted, "a submission was never accepted"
-    assert not report.not_final, f"bundles not final: {report.not_final}"
+    assert not report.not_final, (
+        f"bundles not final ({report.known_bug or 'cause unknown'}): {report.not_final}"
+    )
     assert report.http_retried_same_tracking_id, "a retried HTTP submission got a second tracking id"
     assert report.bundle_executions == report.distinct_bundles, report.fate_problems
     assert report.duplicates == [], "a legacy system recorded the same request twice"
