@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from adapters.mapping import FieldMap
 from adapters.sdk import Adapter, AsyncReply, CallContext, StepRequest, SubmitResult, TransientError
 from bundles.models import LocalizedText
-from infra.crypto import KeyringError, UnknownKeyError, is_sealed, sealed_key_id
+from infra.crypto import KeyringError, UnknownKeyError, displayable_key_id, is_sealed, sealed_key_id
 from infra.kafka import bootstrap_servers, security
 from workflows.names import legacy_replies_topic, legacy_requests_topic
 
@@ -306,8 +306,7 @@ def _key_id(token: str) -> str:
         kid = sealed_key_id(token)
     except KeyringError:
         return "?"
-    # The sender chose the key id: digits alone could be a SIN.
-    return "?" if kid.isdigit() else kid
+    return displayable_key_id(kid)  # the sender chose it: it could hide a SIN
 
 
 def _open(sealer: Sealer, token: str, purpose: str) -> dict[str, Any]:

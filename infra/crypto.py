@@ -168,6 +168,21 @@ def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(SEALED_PREFIX + ".") and value.count(".") == 2
 
 
+_GENERATED_KEY_ID = re.compile(r"^k\d{8}-[0-9a-f]{6}$")
+_DIGIT_RUN = re.compile(r"\d{3}")
+
+
+def displayable_key_id(kid: str) -> str:
+    """A key id named in a value someone else sent, fit for a log or a dead-letter reason, or `?`.
+
+    The sender chose it, so it could carry a SIN or a health number in any grouping: only ids in
+    `new_key_id`'s shape, or with no run of three digits, are shown.
+    """
+    if _GENERATED_KEY_ID.match(kid) or (KEY_ID.match(kid) and not _DIGIT_RUN.search(kid)):
+        return kid
+    return "?"
+
+
 def sealed_key_id(token: str) -> str:
     """The key id a sealed token names."""
     parts = token.split(".")
@@ -278,16 +293,41 @@ def create_keyring_file(path: Path) -> StoredKeyring:
     kid = new_key_id()
     stored = StoredKeyring(active=kid, keys={kid: new_stored_key()})
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        # O_EXCL: processes of one dev stack starting together must agree on a single keyring.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_keyring_file(path)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(stored.model_dump_json(indent=2))
         handle.flush()
         os.fsync(handle.fileno())
+    try:
+        # A hard link appears whole or not at all, and fails if the file exists: processes of one
+        # dev stack starting together agree on a single keyring, and none reads a half-written one.
+        os.link(staging, path)
+    except FileExistsError:
+        return read_keyring_file(path)
+    finally:
+        staging.unlink()
     return stored
+
+
+def add_key(path: Path) -> str:
+    """Add a fresh key that opens but does not yet seal: phase one of a rotation across hosts.
+
+    Give every process (and every partner or bridge that opens what tellonce seals) the new
+    ring first; only then `activate_key`, so nothing is sealed with a key someone lacks.
+    """
+    stored = read_keyring_file(path)
+    kid = new_key_id()
+    write_keyring_file(path, StoredKeyring(active=stored.active, keys={**stored.keys, kid: new_stored_key()}))
+    return kid
+
+
+def activate_key(path: Path, kid: str) -> None:
+    """Make a key already in the ring the one that seals: phase two of a rotation."""
+    stored = read_keyring_file(path)
+    if kid not in stored.keys:
+        raise KeyringError(f"no key {kid!r} in {path}: add it first")
+    write_keyring_file(path, StoredKeyring(active=kid, keys=stored.keys))
 
 
 def rotate_keyring_file(path: Path) -> str:

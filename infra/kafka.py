@@ -83,7 +83,11 @@ def kafka_broker(settings: Settings, **options: Any) -> KafkaBroker:
 
 def retention_configs(settings: Settings) -> dict[str, str]:
     """Topic configs of a topic that carries personal data: kept no longer than `retention_period`."""
-    return {"retention.ms": str(int(settings.retention_period.total_seconds() * 1000))}
+    retention_ms = int(settings.retention_period.total_seconds() * 1000)
+    # Kafka deletes whole segments: with the default 7-day roll, records would outlive the
+    # retention period by up to a week.
+    segment_ms = min(retention_ms, 24 * 3600 * 1000)
+    return {"retention.ms": str(retention_ms), "segment.ms": str(segment_ms)}
 
 
 async def create_topics(

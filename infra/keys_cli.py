@@ -15,6 +15,8 @@ from rich.table import Table
 
 from infra.crypto import (
     KeyringError,
+    activate_key,
+    add_key,
     create_keyring_file,
     describe_keyring,
     read_keyring_file,
@@ -70,12 +72,41 @@ def list_keys(file: FileOption = None) -> None:
     console.print(table)
 
 
+@keys_app.command("add")
+def add(file: FileOption = None) -> None:
+    """Add a fresh key that opens but does not seal yet (phase one of a rotation across hosts)."""
+    path = _path(file)
+    try:
+        kid = add_key(path)
+    except KeyringError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"added {kid} to {path} (not active); once every process and partner holds it: "
+        f"tellonce keys activate {kid}"
+    )
+
+
+@keys_app.command("activate")
+def activate(
+    kid: Annotated[str, typer.Argument(help="A key id already in the ring.")],
+    file: FileOption = None,
+) -> None:
+    """Make a key already in the ring the one that seals (phase two of a rotation)."""
+    path = _path(file)
+    try:
+        activate_key(path, kid)
+    except KeyringError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"active key is now {kid} in {path}; restart tellonce's processes to use it")
+
+
 @keys_app.command("rotate")
 def rotate(file: FileOption = None) -> None:
-    """Add a fresh key and make it active; older keys keep opening what they sealed.
+    """Add a fresh key and make it active at once; older keys keep opening what they sealed.
 
-    Nothing is re-encrypted. Running processes read the keyring at start: restart the workers,
-    API and streams so that they seal with the new key.
+    For one host, where every process restarts together. Across hosts, or when partners open
+    what tellonce seals, use `add`, hand the ring out, then `activate`: a process still on the
+    old ring cannot open what the new key seals. Nothing is re-encrypted.
     """
     path = _path(file)
     try:

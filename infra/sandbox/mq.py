@@ -18,8 +18,9 @@ Faults, for requests whose correlation id the faults apply to:
 
 With a keyring in its settings the sandbox plays a system that shares the deployment's key: it
 opens each request's sealed fields and seals its answers (`adapters.message_queue`). A request
-whose fields come in the clear is refused with code `not_encrypted`, one whose sealed fields do
-not open with `undecryptable`; neither reaches the system's records.
+whose fields come in the clear is answered `needs_attention` with code `not_encrypted`, one whose
+sealed fields do not open with `undecryptable` (a key problem, never a refusal of the resident's
+request); neither reaches the system's records.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def request_answer(
         message = UNREADABLE.get(exc.reason)
         if message is None:
             return Answer(422, {"code": "malformed_request", "message": MALFORMED.model_dump()})
-        return Answer(422, {"code": exc.reason, "message": message.model_dump()})
+        # Not the resident's fault but a key out of step (mid-rotation, say): a person looks, and
+        # the same request sent again once keys agree is read then (nothing was recorded).
+        return Answer(409, {"code": exc.reason, "message": message.model_dump()})
     return state.replay("submit", key) or state.submit(key, fields)
 
 

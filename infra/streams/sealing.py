@@ -24,6 +24,7 @@ from infra.crypto import (
     DecryptionError,
     Keyring,
     UnknownKeyError,
+    displayable_key_id,
     is_sealed,
     sealed_associated_data,
     sealed_key_id,
@@ -84,15 +85,15 @@ def _json_bytes(value: object) -> bytes:
 
 
 def shown_key_id(token: str) -> str:
-    """The key id a token names, for an operator; `?` when it is not a plain id, or all digits.
+    """The key id a token names, for an operator; `?` when it could hide personal data.
 
-    A key id comes from the record, so the sender chose it: digits alone could be a SIN.
+    A key id comes from the record, so the sender chose it (see `displayable_key_id`).
     """
     try:
         kid = sealed_key_id(token)
     except DecryptionError:
         return "?"
-    return "?" if kid.isdigit() else kid
+    return displayable_key_id(kid)
 
 
 def not_encrypted(path: str) -> DlqReason:

@@ -157,14 +157,15 @@ async def test_a_queued_application_is_answered_with_cras_reference(
     ("sealer", "code"),
     [
         (None, "not_encrypted"),
-        (Keyring({"k20990101-0ther": bytes(32)}, active="k20990101-0ther"), "undecryptable"),
+        (Keyring({"k20990101-0a7e2f": bytes(32)}, active="k20990101-0a7e2f"), "undecryptable"),
     ],
 )
-async def test_a_request_the_system_cannot_open_is_refused_and_has_no_effect(
+async def test_a_request_the_system_cannot_open_goes_to_a_person_and_has_no_effect(
     sandbox: SandboxProcess, admin: SandboxAdmin, keys: Keys, sealer: Keyring | None, code: str
 ) -> None:
-    """A request in the clear, or sealed with a key the system does not share, is answered with
-    a refusal (sealed as every reply) and never reaches the system's records."""
+    """A request in the clear, or sealed with a key the system does not share, is answered
+    needs_attention (sealed as every reply; a key out of step is no reason to refuse the resident)
+    and never reaches the system's records."""
     cra = CraAbaAdapter(producer_options(sandbox.settings()), sealer=sealer)
     key = keys(code)
     try:
@@ -172,7 +173,7 @@ async def test_a_request_the_system_cannot_open_is_refused_and_has_no_effect(
     finally:
         await cra.aclose()
     reply = await reply_to(sandbox, key)
-    assert (reply.outcome, reply.code) == ("rejected", code)
+    assert (reply.outcome, reply.code) == ("needs_attention", code)
     assert reply.message is not None and reply.message.fr
     assert not await effects(admin, key)
 

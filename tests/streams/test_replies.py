@@ -55,7 +55,7 @@ async def test_replies_are_signalled_or_dead_lettered(shared_lane: Lane) -> None
         def sealed(**changes: str) -> bytes:
             return encode(seal_reply(system, {**reply, **changes}, KEYRING))
 
-        foreign = Keyring({"k20990101-0ther": bytes(range(1, 33))}, active="k20990101-0ther")
+        foreign = Keyring({"k20990101-0a7e2f": bytes(range(1, 33))}, active="k20990101-0a7e2f")
         records = [
             (matched.encode(), sealed()),
             (b"unknown", sealed(correlation_id=idempotency_key(str(uuid.uuid4()), "s", "op"))),

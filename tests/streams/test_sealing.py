@@ -46,7 +46,7 @@ from tests.privacy_scan import hits
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYRING = TEST_KEYRING.keyring()
-OTHER_KEYRING = Keyring({"k20990101-0ther": bytes(range(1, 33))}, active="k20990101-0ther")
+OTHER_KEYRING = Keyring({"k20990101-0a7e2f": bytes(range(1, 33))}, active="k20990101-0a7e2f")
 SUBMISSION = json.loads((ROOT / "examples" / "newborn-on" / "complete.json").read_text())["submission"]
 NOTICE = json.loads((ROOT / "examples" / "birth-notices" / "matching.json").read_text())
 
@@ -137,7 +137,7 @@ def test_a_submission_sealed_under_a_key_this_deployment_lacks_names_the_key_onl
     sealed = seal_submission(OTHER_KEYRING, cleartext_envelope())
     code, path, message = refusal(sealed, KEYRING)
     assert (code, path) == ("undecryptable", "submission")
-    assert "k20990101-0ther" in message and "does not hold" in message
+    assert "k20990101-0a7e2f" in message and "does not hold" in message
 
 
 def test_a_key_id_of_digits_alone_is_not_repeated() -> None:
@@ -351,4 +351,4 @@ def test_every_topic_but_bundle_events_is_kept_only_for_the_retention_period() -
         "legacy.cra-aba.replies",
         "legacy.replies.dlq",
     } <= set(personal)
-    assert retention_configs(settings) == {"retention.ms": "2592000000"}
+    assert retention_configs(settings) == {"retention.ms": "2592000000", "segment.ms": "86400000"}

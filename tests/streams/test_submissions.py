@@ -319,7 +319,7 @@ async def test_personal_data_in_the_clear_or_sealed_for_another_record_is_dead_l
     lane = shared_lane
     base = base_submission()
     ids = {name: uuid.uuid4() for name in ("clear", "unknown_key", "moved", "relabelled")}
-    foreign = Keyring({"k20990101-0ther": bytes(range(1, 33))}, active="k20990101-0ther")
+    foreign = Keyring({"k20990101-0a7e2f": bytes(range(1, 33))}, active="k20990101-0a7e2f")
     donor = sealed(envelope(uuid.uuid4(), base))
     values = {
         "clear": envelope(ids["clear"], base),
@@ -345,7 +345,7 @@ async def test_personal_data_in_the_clear_or_sealed_for_another_record_is_dead_l
         "moved": [("undecryptable", "submission")],
         "relabelled": [("undecryptable", "submission")],
     }
-    assert "k20990101-0ther" in reasons["unknown_key"][0]["message"]
+    assert "k20990101-0a7e2f" in reasons["unknown_key"][0]["message"]
     # Kept whole for a replay once the cause is fixed, sealed for the DLQ.
     sent = {name: value for name, (_, value) in zip(values, records, strict=True)}
     assert {keys[r.key or b""]: original(r) for r in dead} == sent

@@ -95,7 +95,7 @@ async def test_a_broker_that_refuses_topic_configs_gets_its_topics_without_them(
     assert sorted(created) == ["refusing.bundle-events", "refusing.submissions"]
     first, second = admin.asked
     assert {t.name: t.topic_configs for t in first} == {
-        "refusing.submissions": {"retention.ms": RETENTION_MS},
+        "refusing.submissions": {"retention.ms": RETENTION_MS, "segment.ms": "86400000"},
         "refusing.bundle-events": {},
     }
     assert [(t.name, t.topic_configs) for t in second] == [("refusing.submissions", {})]

@@ -15,6 +15,7 @@ from infra.crypto import (
     KeyringError,
     UnknownKeyError,
     create_keyring_file,
+    displayable_key_id,
     is_sealed,
     parse_keyring,
     read_keyring_file,
@@ -104,3 +105,18 @@ async def test_failure_messages_are_encoded_too(tmp_path: Path) -> None:
     await converter.encode_failure(ValueError("adapter said: SIN 046454286 is unknown"), failure)
     assert SIN not in failure.SerializeToString()
     assert failure.message == "Encoded failure"
+
+
+@pytest.mark.parametrize(
+    ("kid", "shown"),
+    [
+        ("k20261206-75d395", "k20261206-75d395"),
+        ("test-key-1", "test-key-1"),
+        ("046454286", "?"),
+        ("046-454-286", "?"),
+        ("4532_017_888", "?"),
+        ("bad id!", "?"),
+    ],
+)
+def test_a_key_id_someone_sent_is_shown_only_when_it_cannot_hide_a_number(kid: str, shown: str) -> None:
+    assert displayable_key_id(kid) == shown

@@ -44,3 +44,22 @@ def test_init_rotate_list_and_retire(tmp_path: Path) -> None:
 def test_a_missing_keyring_is_named(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "list", "--file", str(tmp_path / "nothing.json")])
     assert result.exit_code == 1 and "tellonce keys init" in result.output
+
+
+def test_a_two_phase_rotation_adds_a_key_that_opens_before_it_seals(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    assert runner.invoke(app, ["keys", "init", "--file", str(path)]).exit_code == 0
+    first = read_keyring_file(path).active
+    old_ring = read_keyring_file(path).keyring()
+
+    added = runner.invoke(app, ["keys", "add", "--file", str(path)])
+    assert added.exit_code == 0, added.output
+    stored = read_keyring_file(path)
+    (new,) = set(stored.keys) - {first}
+    assert stored.active == first, "an added key does not seal yet"
+    # A process that already has the new ring opens what the old one still seals.
+    assert stored.keyring().open_sealed(old_ring.seal(b"x", "p"), "p") == b"x"
+
+    assert runner.invoke(app, ["keys", "activate", "nope", "--file", str(path)]).exit_code == 1
+    assert runner.invoke(app, ["keys", "activate", new, "--file", str(path)]).exit_code == 0
+    assert read_keyring_file(path).active == new
