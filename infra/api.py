@@ -310,6 +310,10 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
             # retries (with the same Idempotency-Key, a retry cannot start a second bundle).
             log.warning("submission.unavailable", bundle_id=bundle_id, rpc_status=exc.status.name)
             raise ProblemError(503, "Submission unavailable", SUBMIT_UNAVAILABLE) from None
+        except RecordStoreUnavailable:
+            # The records of removed bundles could not be read, so nothing was started yet.
+            log.warning("submission.records_unavailable", bundle_id=bundle_id)
+            raise ProblemError(503, "Submission unavailable", SUBMIT_UNAVAILABLE) from None
         return SubmissionAccepted(
             tracking_id=accepted.tracking_id,
             status_url=f"/api/v1/submissions/{accepted.tracking_id}",

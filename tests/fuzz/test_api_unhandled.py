@@ -22,6 +22,7 @@ from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from infra.api import create_app
 from infra.intake import Accepted, Intake
+from infra.records import RecordStoreUnavailable
 from infra.settings import Settings
 
 SIN = "046 454 286"
@@ -111,3 +112,15 @@ async def test_temporal_out_of_reach_on_submit_is_a_503_to_retry_not_a_500(submi
         assert response.status_code == 503
         assert "Idempotency-Key" in response.json()["detail"]["en"]
         assert SIN not in response.text
+
+
+async def test_unreadable_bundle_records_on_submit_are_a_503_to_retry_not_a_500(submission: bytes) -> None:
+    error = RecordStoreUnavailable(f"bundle records at /data/records/bundles.sqlite: locked ({SIN})")
+    async for api in client_for(FailingIntake(error)):
+        response = await api.post(
+            "/api/v1/bundles/newborn-on/submissions",
+            content=submission,
+            headers={"content-type": "application/json", "Idempotency-Key": "retry-me-2"},
+        )
+        assert response.status_code == 503
+        assert SIN not in response.text and "sqlite" not in response.text
