@@ -276,8 +276,8 @@ def new_stored_key(now: datetime | None = None) -> StoredKey:
     )
 
 
-def write_keyring_file(path: Path, stored: StoredKeyring) -> None:
-    """Write a keyring atomically, readable and writable by its owner only."""
+def _staged(path: Path, stored: StoredKeyring) -> Path:
+    """The keyring written whole and synced to a private file beside `path`, ready to move in."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -285,20 +285,19 @@ def write_keyring_file(path: Path, stored: StoredKeyring) -> None:
         handle.write(stored.model_dump_json(indent=2))
         handle.flush()
         os.fsync(handle.fileno())
-    staging.replace(path)
+    return staging
+
+
+def write_keyring_file(path: Path, stored: StoredKeyring) -> None:
+    """Write a keyring atomically, readable and writable by its owner only."""
+    _staged(path, stored).replace(path)
 
 
 def create_keyring_file(path: Path) -> StoredKeyring:
     """Create a keyring file with one fresh active key, unless another process just did."""
     kid = new_key_id()
     stored = StoredKeyring(active=kid, keys={kid: new_stored_key()})
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(stored.model_dump_json(indent=2))
-        handle.flush()
-        os.fsync(handle.fileno())
+    staging = _staged(path, stored)
     try:
         # A hard link appears whole or not at all, and fails if the file exists: processes of one
         # dev stack starting together agree on a single keyring, and none reads a half-written one.

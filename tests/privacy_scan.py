@@ -27,7 +27,8 @@ _VALUES: dict[str, list[str]] = {
 }
 
 
-def _spellings(value: str) -> set[bytes]:
+def spellings(value: str) -> set[bytes]:
+    """A value's bytes as it can appear once serialized: UTF-8, JSON-escaped, cp1252."""
     escaped = json.dumps(value)[1:-1]  # "Bélanger" -> "B\\u00e9langer"
     return {value.encode(), escaped.encode(), value.encode("cp1252", errors="ignore")}
 
@@ -37,7 +38,7 @@ MARKERS: list[tuple[str, bytes]] = sorted(
         (kind, spelling)
         for kind, values in _VALUES.items()
         for value in values
-        for spelling in _spellings(value)
+        for spelling in spellings(value)
     },
 )
 """(kind, bytes) pairs; a hit names the kind and the place, never the value."""

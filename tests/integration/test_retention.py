@@ -39,6 +39,7 @@ from infra.records import open_record_store, records_path
 from infra.settings import Settings
 from tests.conftest import binary
 from tests.encryption import TEST_DATA_CONVERTER
+from tests.privacy_scan import spellings
 from tests.workflow.support import (
     SUBMISSION,
     new_prefix,
@@ -121,12 +122,8 @@ async def _eventually(check: Callable[[], Awaitable[T]], done: Callable[[T], boo
         await asyncio.sleep(0.25)
 
 
-def _spellings(value: str) -> set[bytes]:
-    return {value.encode(), json.dumps(value)[1:-1].encode(), value.encode("cp1252", errors="ignore")}
-
-
 def _personal_hits(data: bytes) -> list[str]:
-    return [value for value in PERSONAL if any(s in data for s in _spellings(value))]
+    return [value for value in PERSONAL if any(s in data for s in spellings(value))]
 
 
 def _add(total: SweepResult, result: SweepResult) -> SweepResult:
