@@ -80,6 +80,9 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value",
             "system.forceSearchAttributesCacheRefreshOnRead=true",
+            # Deletions (the retention sweep's) take effect within a second, not the default 30 s.
+            "--dynamic-config-value",
+            'history.transferProcessorUpdateAckInterval="1s"',
         ],
     )
     try:

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -37,8 +37,6 @@ from infra.devstack import ensure_namespace_retention
 from infra.intake import IdempotencyConflict, Intake
 from infra.records import open_record_store, records_path
 from infra.settings import Settings
-from tests.conftest import binary
-from tests.encryption import TEST_DATA_CONVERTER
 from tests.privacy_scan import spellings
 from tests.workflow.support import (
     SUBMISSION,
@@ -52,7 +50,7 @@ from tests.workflow.support import (
 )
 from workflows.birth_notice import BirthNoticeMatchWorkflow
 from workflows.models import BundleState, StepState
-from workflows.names import BIRTH_NOTICE_WORKFLOW_PREFIX, SEARCH_ATTRIBUTES, bundle_task_queue
+from workflows.names import BIRTH_NOTICE_WORKFLOW_PREFIX, bundle_task_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,23 +68,10 @@ MOUNTED_CLI = (
 )
 
 
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server of this module's own that performs deletions within a second."""
-    env = await WorkflowEnvironment.start_local(
-        namespace="default",
-        data_converter=TEST_DATA_CONVERTER,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_existing_path=binary("temporal"),
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            'history.transferProcessorUpdateAckInterval="1s"',
-        ],
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
+@pytest.fixture
+def temporal(dev_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's dev server, which performs deletions within a second (tests/conftest.py)."""
+    return dev_env
 
 
 def _settings(tmp_path: Path, prefix: str, client: Client) -> Settings:
