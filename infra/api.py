@@ -38,8 +38,11 @@ from bundles.models import Level, LocalizedText
 from bundles.submissions import SUBMISSION_SCHEMAS, FieldError, SubmissionInvalid
 from bundles.validators import safe_path
 from infra.intake import IdempotencyConflict, Intake
+from infra.ops.http import mount_ops
+from infra.portal import mount_portal
 from infra.records import RecordStoreUnavailable, open_record_store, public_record
 from infra.settings import Settings
+from infra.telemetry import mount_metrics
 from infra.temporal import connect
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleState, BundleStatus, StepState, WithdrawRequest
@@ -384,6 +387,10 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         log.info("submission.withdrawn", bundle=tracking_id)
         return WithdrawAnswer(tracking_id=tracking_id, state=result.state)
 
+    mount_metrics(app, settings)
+    mount_ops(app, settings)
+    # Last: the portal's pages sit at the site root, below every more specific route.
+    mount_portal(app, settings)
     return app
 
 

@@ -27,6 +27,7 @@ from rich.table import Table
 from infra.adapters_cli import adapters_app
 from infra.keys_cli import keys_app
 from infra.notices_cli import notices_app
+from infra.ops.cli import ops_app
 from infra.retention_cli import retention_app
 from infra.settings import Settings
 from workflows.models import FINAL_BUNDLE_STATES, BundleState
@@ -47,6 +48,7 @@ app.add_typer(bundles_app, name="bundles")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
+app.add_typer(ops_app, name="ops")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -1,0 +1,1 @@
+"""Operations: finding and resolving stuck bundles, with authentication and an audit trail."""
