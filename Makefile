@@ -4,10 +4,11 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-from-pyproject
+NPM_STAMP := node_modules/.installed-from-lock
 
 .PHONY: dev test lint install
 
-install: $(STAMP)
+install: $(STAMP) $(NPM_STAMP)
 
 # Re-installs whenever pyproject.toml changes; uv makes the no-change case take a second.
 $(STAMP): pyproject.toml
@@ -16,10 +17,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -e '.[dev]'
 	@touch $@
 
-dev: $(STAMP)
+# The GC Design System, its fonts and axe-core come from npm and are served from this machine.
+# --ignore-scripts: none of them needs an install script, and one would phone home.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+dev: $(STAMP) $(NPM_STAMP)
 	$(VENV)/bin/tellonce dev
 
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

@@ -44,6 +44,7 @@ from infra.records import RecordStoreUnavailable, open_record_store, public_reco
 from infra.settings import Settings
 from infra.telemetry import mount_metrics
 from infra.temporal import connect
+from infra.websecurity import secure_app
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleState, BundleStatus, StepState, WithdrawRequest
 
@@ -391,6 +392,7 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
     mount_ops(app, settings)
     # Last: the portal's pages sit at the site root, below every more specific route.
     mount_portal(app, settings)
+    secure_app(app, settings)
     return app
 
 
