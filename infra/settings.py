@@ -192,6 +192,54 @@ class Settings(BaseSettings):
         ),
     )
 
+    ops_enabled: bool = Field(
+        default=True,
+        description="Serve the operations API (`/api/v1/ops`); production also needs TELLONCE_OIDC_ISSUER.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description=(
+            "Issuer of operators' bearer tokens (its `/.well-known/openid-configuration` names the "
+            "JWKS); unset outside production, the API acts as a local issuer with its own signing key."
+        ),
+    )
+    oidc_audience: str = Field(default="tellonce-ops", description="The `aud` operators' tokens must carry.")
+    oidc_algorithms: tuple[str, ...] = Field(
+        default=("RS256", "PS256", "ES256", "EdDSA"),
+        min_length=1,
+        description="Signature algorithms accepted (never `none`, never HMAC).",
+    )
+    oidc_roles_claim: str = Field(
+        default="roles",
+        description="Claim holding the operator's roles; dots go down objects (`realm_access.roles`).",
+    )
+    oidc_role_map: dict[str, Literal["viewer", "operator", "supervisor"]] = Field(
+        default_factory=lambda: {"viewer": "viewer", "operator": "operator", "supervisor": "supervisor"},
+        description="The issuer's role names mapped to tellonce roles (the highest one found counts).",
+    )
+    oidc_jwks_ttl: timedelta = Field(
+        default=timedelta(minutes=10), gt=timedelta(0), description="How long the issuer's keys are cached."
+    )
+    oidc_leeway: timedelta = Field(
+        default=timedelta(seconds=30), description="Clock skew allowed on `exp`, `nbf` and `iat`."
+    )
+    ops_token_ttl: timedelta = Field(
+        default=timedelta(hours=12), gt=timedelta(0), description="Lifetime of tokens the local issuer mints."
+    )
+    ops_signing_key_file: Path | None = Field(
+        default=None, description="The local issuer's key; default <data_dir>/keys/ops-signing.json (0600)."
+    )
+    audit_file: Path | None = Field(
+        default=None, description="The operations audit trail (SQLite); default <data_dir>/audit/audit.sqlite"
+    )
+    temporal_ui_origins: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "Origins of the Temporal Web UI allowed to call the codec endpoint (CORS); default the "
+            "dev stack's UI on localhost and 127.0.0.1."
+        ),
+    )
+
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
 
@@ -267,6 +315,24 @@ class Settings(BaseSettings):
         else:
             provider = FileKeyProvider(self.keyring_path, create=self.environment != "production")
         return provider.keyring()
+
+    @cached_property
+    def ops_signing_key_path(self) -> Path:
+        """Where the local issuer's signing key is (dev and tests only)."""
+        return self.ops_signing_key_file or self.data_dir / "keys" / "ops-signing.json"
+
+    @cached_property
+    def audit_path(self) -> Path:
+        """Where the operations audit trail is."""
+        return self.audit_file or self.data_dir / "audit" / "audit.sqlite"
+
+    @cached_property
+    def codec_cors_origins(self) -> tuple[str, ...]:
+        """Origins allowed to call the codec endpoint from a browser (the Temporal Web UI)."""
+        if self.temporal_ui_origins is not None:
+            return self.temporal_ui_origins
+        ui = self.port("temporal-ui")
+        return (f"http://localhost:{ui}", f"http://127.0.0.1:{ui}")
 
     @cached_property
     def batch_root(self) -> Path:
