@@ -243,6 +243,47 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
 
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of this process's own Prometheus endpoint (`tellonce_*` series, on `metrics_host`); "
+            "0 for none. Worker and streams expose their series only there."
+        ),
+    )
+    sdk_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the Temporal SDK's Prometheus endpoint (`temporal_*` series); 0 for none.",
+    )
+    metrics_host: str | None = Field(
+        default=None, description="Interface both metrics endpoints listen on; default `host`."
+    )
+    api_metrics: bool = Field(
+        default=True,
+        description=(
+            "Also serve `/metrics` on the API's own port (unauthenticated). In production turn it off "
+            "and scrape `metrics_port` on an internal interface instead."
+        ),
+    )
+    metrics_visibility_ttl: timedelta = Field(
+        default=timedelta(seconds=15),
+        gt=timedelta(0),
+        description="How long bundle counts read from Temporal's visibility serve scrapes before a new read.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of an OTLP/HTTP collector (e.g. `http://collector:4318`) that receives traces; "
+            "none sends no traces. OTEL_EXPORTER_OTLP_HEADERS and the other standard variables apply."
+        ),
+    )
+    otel_service_name: str = Field(
+        default="tellonce", description="`service.name` of this process's spans (e.g. `tellonce-worker`)."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
