@@ -1,14 +1,613 @@
-"""The operations HTTP surface: `/api/v1/ops/…` and the ops console."""
+"""The operations HTTP API, `/api/v1/ops/…`: stuck bundles, timelines, actions, systems, audit.
+
+Every route needs a bearer token (see `infra.ops.auth`) with a role: a viewer reads lists and
+timelines without personal data; an operator acts on one bundle and may view its personal data;
+a supervisor acts in bulk, pauses and resumes systems and reads the audit trail. Every action,
+every refusal of one and every view of personal data is written to the audit trail before the
+answer is sent. Tracking ids appear in paths; personal data never does (amendments travel in
+bodies). Errors are the API's RFC 9457 problem documents.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import httpx
+import structlog
+from fastapi import Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from temporalio.service import RPCError
+
+from adapters.registry import KNOWN_ADAPTERS
+from bundles.models import LocalizedText
+from bundles.submissions import FieldError
+from infra.ops.audit import AuditEntry, AuditRecord, AuditTrail, Outcome, VerifyReport, now
+from infra.ops.auth import (
+    DISCOVERY_PATH,
+    LOCAL_ISSUER_PATH,
+    AuthError,
+    LocalIssuer,
+    Principal,
+    Role,
+    TokenVerifier,
+)
+from infra.ops.codec_server import CODEC_PATH, codec_app
+from infra.ops.models import (
+    ActionOutcome,
+    BulkReport,
+    BundleTimeline,
+    OpsAction,
+    OpsActionKind,
+    StuckBundle,
+    StuckFilter,
+    StuckReason,
+    SystemHealth,
+    SystemState,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from infra.ops.engine import OpsEngine
     from infra.settings import Settings
 
+log = structlog.get_logger("tellonce.ops")
 
-def mount_ops(app: FastAPI, settings: Settings) -> None:
-    """Add the operations routes to the HTTP app."""
+OPS_PREFIX = "/api/v1/ops"
+TRACKING_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+SYSTEM_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+NEEDED: dict[OpsActionKind, Role] = dict.fromkeys(OpsActionKind, Role.OPERATOR)
+"""The role each single action needs (bulk forms and system control need a supervisor)."""
+
+
+class ActionRequest(BaseModel):
+    """One action on one bundle; the actor is the token's subject, never a field of the body."""
+
+    action: OpsActionKind
+    step_id: str | None = Field(default=None, description="The step (every action but withdraw).")
+    reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the audit trail.")
+    amended_fields: dict[str, Any] | None = Field(
+        default=None, description="With amend: corrected values, keyed like the step's payload."
+    )
+
+
+class BulkRequest(BaseModel):
+    """One action on every bundle a filter selects (what `ops stuck` with the same filter lists)."""
+
+    action: OpsActionKind
+    filter: StuckFilter = Field(default_factory=StuckFilter)
+    reason: str = Field(min_length=1, max_length=1000)
+    dry_run: bool = Field(default=True, description="Only say what would happen (the default).")
+    rate_per_s: float = Field(
+        default=10,
+        gt=0,
+        le=1000,
+        description="Bundles acted on per second at most, so a system is not flooded.",
+    )
+
+
+class PauseRequest(BaseModel):
+    """Hold calls to a system (a planned outage)."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class ResumeRequest(BaseModel):
+    """Release a paused system, gradually."""
+
+    reason: str = Field(default="resumed", min_length=1, max_length=1000)
+    rate_per_s: float | None = Field(
+        default=None, gt=0, description="Calls per second while the held work drains; default the engine's."
+    )
+
+
+class WhoAmI(BaseModel):
+    """The caller as the API sees them."""
+
+    subject: str
+    role: Role
+
+
+def _text(en: str, fr: str | None = None) -> LocalizedText:
+    return LocalizedText(en=en, fr=fr or en)
+
+
+ROLE_FR = {Role.VIEWER: "lecteur", Role.OPERATOR: "opérateur", Role.SUPERVISOR: "superviseur"}
+
+
+class OpsAccess:
+    """What the ops routes share: the token verifier, the audit trail, the local issuer if any."""
+
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
+        self.settings = settings
+        self.audit = AuditTrail(settings.audit_path)
+        self.local_issuer: LocalIssuer | None = None
+        if settings.oidc_issuer is None:
+            self.local_issuer = LocalIssuer.for_settings(settings)
+            issuer = self.local_issuer.issuer
+            # The API is its own issuer: its keys are read through the app itself (no network),
+            # yet along the same discovery-and-JWKS path as a real issuer's.
+            base = settings.api_base_url
+
+            def client() -> httpx.AsyncClient:
+                return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, timeout=5.0)
+        else:
+            issuer = settings.oidc_issuer
+
+            def client() -> httpx.AsyncClient:
+                return httpx.AsyncClient(timeout=5.0)
+
+        self.verifier = TokenVerifier.for_settings(settings, client, issuer)
+        self._engine: OpsEngine | None = None
+
+    async def record(self, entry: AuditRecord) -> None:
+        """Append to the audit trail without blocking the event loop (each append is fsynced)."""
+        await asyncio.to_thread(self.audit.append, entry)
+
+    async def authorize(
+        self,
+        request: Request,
+        needed: Role,
+        action: str,
+        token: str | None = None,
+        *,
+        bundle: str | None = None,
+        step: str | None = None,
+        system: str | None = None,
+        reason: str | None = None,
+    ) -> Principal:
+        """The caller, if their token is valid and their role suffices; otherwise audit and refuse."""
+        if token is None:
+            scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        subject, role = "anonymous", None
+        try:
+            if not token:
+                raise AuthError(401, "no_token", "send a bearer token (Authorization: Bearer …)")
+            principal = await self.verifier.verify(token)
+            subject, role = principal.subject, principal.role
+            if not principal.role.allows(needed):
+                raise AuthError(
+                    403,
+                    "role_too_low",
+                    f"your role {principal.role.value} cannot {action}; "
+                    f"{_article(needed)} {needed.value} can",
+                )
+        except AuthError as exc:
+            await self.record(
+                AuditRecord(
+                    at=now(),
+                    subject=subject,
+                    role=role.value if role else None,
+                    action=action,
+                    outcome=Outcome.DENIED,
+                    bundle=bundle,
+                    step=step,
+                    system=system,
+                    reason=reason,
+                    detail=exc.code,
+                )
+            )
+            raise
+        return principal
+
+    def engine(self, request: Request) -> OpsEngine:
+        """The operations engine, made on first use from the API's Temporal client."""
+        if self._engine is None:
+            from infra.ops.engine import OpsEngine  # noqa: PLC0415 - the engine needs the intake's client
+
+            intake = request.app.state.intake
+            self._engine = OpsEngine(intake.client, self.settings, catalogue=intake.catalogue)
+        return self._engine
+
+
+OPS_RESPONSES = {
+    401: "No bearer token, or one that is expired, malformed or not from the configured issuer.",
+    403: "The token's role cannot do this (a viewer retrying, an operator pausing a system).",
+    404: "No such bundle or legacy system.",
+    409: "The system is already paused, or not paused.",
+    422: "The request is invalid (a missing reason, an unknown action).",
+    503: "Temporal or the token issuer is out of reach; try again in a few minutes.",
+}
+
+
+def _article(role: Role) -> str:
+    return "an" if role is Role.OPERATOR else "a"
+
+
+def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one closure per route
+    """Add the operations routes (and the codec endpoint) to the HTTP app.
+
+    Raises:
+        RuntimeError: in production without `TELLONCE_OIDC_ISSUER` (unless ops are disabled).
+    """
+    if not settings.ops_enabled:
+        return
+    if settings.environment == "production" and settings.oidc_issuer is None:
+        raise RuntimeError(
+            "the operations API needs TELLONCE_OIDC_ISSUER in production (or TELLONCE_OPS_ENABLED=false)"
+        )
+    # Imported here: infra.api imports this module while it is itself being imported.
+    from infra.api import RESPONSE_DESCRIPTIONS, Problem, ProblemError, problem  # noqa: PLC0415
+
+    descriptions = {**RESPONSE_DESCRIPTIONS, **OPS_RESPONSES}
+
+    def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}
+
+    access = OpsAccess(app, settings)
+    app.state.ops_access = access
+    tags: list[str | Enum] = ["operations"]
+    refusals = problem_responses(401, 403)
+
+    @app.exception_handler(AuthError)
+    async def _auth_refused(request: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.code}"'}
+        title = {401: "Not authenticated", 403: "Forbidden"}.get(exc.status, "Authentication unavailable")
+        fr = {
+            401: "Authentifiez-vous avec un jeton valide.",
+            403: "Votre rôle ne permet pas cette action.",
+        }.get(exc.status, "Le service d'authentification est indisponible.")
+        detail = _text(exc.message, fr)
+        return problem(
+            exc.status,
+            title,
+            detail,
+            [FieldError(path="Authorization", code=exc.code, message=detail)],
+            headers=headers if exc.status == 401 else None,
+        )
+
+    def not_found(tracking_id: str) -> ProblemError:
+        return ProblemError(
+            404, "Not found", _text(f"no bundle {tracking_id}", f"aucun dossier {tracking_id}")
+        )
+
+    def known_system(system: str) -> None:
+        # A control workflow starts for any id it is given: only real systems get one.
+        if system not in set(KNOWN_ADAPTERS) | settings.legacy_systems.keys():
+            raise ProblemError(
+                404,
+                "Not found",
+                _text(f"no legacy system {system}", f"aucun système {system}"),
+                path="system",
+            )
+
+    def unavailable() -> ProblemError:
+        return ProblemError(
+            503,
+            "Temporal unavailable",
+            _text("Temporal is out of reach; try again", "Temporal est injoignable"),
+        )
+
+    if access.local_issuer is not None:
+        issuer = access.local_issuer
+
+        @app.get(LOCAL_ISSUER_PATH + DISCOVERY_PATH, tags=tags, include_in_schema=False)
+        async def local_discovery() -> dict[str, Any]:
+            """The local issuer's discovery document (dev and tests only)."""
+            return issuer.discovery(settings.api_base_url + LOCAL_ISSUER_PATH + "/jwks.json")
+
+        @app.get(LOCAL_ISSUER_PATH + "/jwks.json", tags=tags, include_in_schema=False)
+        async def local_jwks() -> dict[str, Any]:
+            """The local issuer's public keys (dev and tests only)."""
+            return issuer.jwks()
+
+    @app.get(f"{OPS_PREFIX}/whoami", tags=tags, responses=refusals)
+    async def whoami(request: Request) -> WhoAmI:
+        """Who the token says the caller is, and their role."""
+        principal = await access.authorize(request, Role.VIEWER, "whoami")
+        return WhoAmI(subject=principal.subject, role=principal.role)
+
+    @app.get(f"{OPS_PREFIX}/stuck", tags=tags, responses=problem_responses(401, 403, 503))
+    async def stuck(  # noqa: PLR0917 - one parameter per query field, as FastAPI reads them
+        request: Request,
+        bundle_id: Annotated[str | None, Query(max_length=64)] = None,
+        jurisdiction: Annotated[str | None, Query(max_length=16)] = None,
+        system: Annotated[str | None, Query(pattern=SYSTEM_PATTERN)] = None,
+        reason: StuckReason | None = None,
+        older_than: Annotated[
+            timedelta | None, Query(description="Stuck at least this long: seconds or ISO 8601 (PT2H).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[StuckBundle]:
+        """Stuck bundles (needing attention, retried too often, past a deadline, waiting too long)."""
+        await access.authorize(request, Role.VIEWER, "stuck")
+        selection = StuckFilter(
+            bundle_id=bundle_id,
+            jurisdiction=jurisdiction,
+            system=system,
+            reason=reason,
+            older_than=older_than,
+            limit=limit,
+        )
+        try:
+            return await access.engine(request).stuck(selection)
+        except RPCError:
+            raise unavailable() from None
+
+    @app.get(
+        f"{OPS_PREFIX}/bundles/{{tracking_id}}", tags=tags, responses=problem_responses(401, 403, 404, 503)
+    )
+    async def show(
+        request: Request,
+        tracking_id: Annotated[str, Path(pattern=TRACKING_ID_PATTERN)],
+        include_personal: Annotated[
+            bool, Query(description="Also each step's data (operator or supervisor; audited).")
+        ] = False,
+    ) -> BundleTimeline:
+        """A bundle's timeline: each step's attempts, last error, references, and operators' decisions."""
+        action = "view.personal_data" if include_personal else "show"
+        needed = Role.OPERATOR if include_personal else Role.VIEWER
+        principal = await access.authorize(request, needed, action, bundle=tracking_id)
+        try:
+            timeline = await access.engine(request).show(tracking_id, include_personal=include_personal)
+        except LookupError:
+            raise not_found(tracking_id) from None
+        except RPCError:
+            raise unavailable() from None
+        if include_personal:
+            await access.record(
+                AuditRecord(
+                    at=now(),
+                    subject=principal.subject,
+                    role=principal.role.value,
+                    action=action,
+                    outcome=Outcome.ACCEPTED,
+                    bundle=tracking_id,
+                    detail="steps' data shown",
+                )
+            )
+        return timeline
+
+    @app.post(
+        f"{OPS_PREFIX}/bundles/{{tracking_id}}/actions",
+        tags=tags,
+        responses=problem_responses(401, 403, 404, 409, 422, 503),
+    )
+    async def act(
+        request: Request,
+        tracking_id: Annotated[str, Path(pattern=TRACKING_ID_PATTERN)],
+        body: ActionRequest,
+    ) -> ActionOutcome:
+        """Retry (now), amend, skip or fail one step, or withdraw the bundle; `reason` is required.
+
+        Answers 200 with `accepted: false` and why when the bundle cannot take the action now
+        (e.g. the step no longer needs attention); an amend's field errors are listed.
+        """
+        principal = await access.authorize(
+            request,
+            NEEDED[body.action],
+            body.action.value,
+            bundle=tracking_id,
+            step=body.step_id,
+            reason=body.reason,
+        )
+        action = OpsAction(
+            action=body.action,
+            step_id=body.step_id,
+            actor=principal.subject,
+            reason=body.reason,
+            amended_fields=body.amended_fields,
+        )
+        entry = AuditRecord(
+            at=now(),
+            subject=principal.subject,
+            role=principal.role.value,
+            action=body.action.value,
+            outcome=Outcome.FAILED,
+            bundle=tracking_id,
+            step=body.step_id,
+            reason=body.reason,
+        )
+        try:
+            outcome = await access.engine(request).act(tracking_id, action)
+        except LookupError:
+            await access.record(entry.model_copy(update={"detail": "no such bundle"}))
+            raise not_found(tracking_id) from None
+        except RPCError as exc:
+            await access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+            raise unavailable() from None
+        await access.record(
+            entry.model_copy(
+                update={
+                    "outcome": Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                    "before": {"state": outcome.before},
+                    "after": {"state": outcome.after},
+                    "detail": outcome.message,
+                }
+            )
+        )
+        return outcome
+
+    @app.post(f"{OPS_PREFIX}/bulk", tags=tags, responses=problem_responses(401, 403, 503))
+    async def bulk(request: Request, body: BulkRequest) -> BulkReport:
+        """One action on every stuck bundle the filter selects; `dry_run` (the default) changes nothing.
+
+        A dry run needs an operator; the real thing a supervisor. Amend has no bulk form.
+        """
+        name = f"bulk.{body.action.value}" + (".dry_run" if body.dry_run else "")
+        needed = Role.OPERATOR if body.dry_run else Role.SUPERVISOR
+        principal = await access.authorize(
+            request, needed, name, system=body.filter.system, reason=body.reason
+        )
+        if body.action is OpsActionKind.AMEND:
+            raise ProblemError(
+                422,
+                "Invalid request",
+                _text(
+                    "amend corrects one step's data: use the bundle's actions", "amend: un dossier à la fois"
+                ),
+                path="action",
+            )
+        try:
+            report = await access.engine(request).bulk(
+                body.filter,
+                body.action,
+                principal.subject,
+                body.reason,
+                dry_run=body.dry_run,
+                rate_per_s=body.rate_per_s,
+            )
+        except RPCError:
+            raise unavailable() from None
+        await access.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action=name,
+                outcome=Outcome.ACCEPTED,
+                system=body.filter.system,
+                reason=body.reason,
+                before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
+                after={
+                    "targets": len(report.targets),
+                    "accepted": report.accepted,
+                    "refused": report.refused,
+                },
+            )
+        )
+        # One entry per bundle the bulk action changed, so a bundle's own history shows it.
+        for outcome in report.outcomes:
+            await access.record(
+                AuditRecord(
+                    at=now(),
+                    subject=principal.subject,
+                    role=principal.role.value,
+                    action=body.action.value,
+                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                    bundle=outcome.tracking_id,
+                    step=outcome.step_id,
+                    reason=body.reason,
+                    before={"state": outcome.before},
+                    after={"state": outcome.after},
+                    detail=f"part of {name}",
+                )
+            )
+        return report
+
+    @app.get(f"{OPS_PREFIX}/systems", tags=tags, responses=problem_responses(401, 403, 503))
+    async def systems(request: Request) -> list[SystemHealth]:
+        """Each legacy system: in flight, retrying, needing attention, held, paused, breaker, error rate."""
+        await access.authorize(request, Role.VIEWER, "systems")
+        try:
+            return await access.engine(request).systems()
+        except RPCError:
+            raise unavailable() from None
+
+    @app.post(
+        f"{OPS_PREFIX}/systems/{{system}}/pause", tags=tags, responses=problem_responses(401, 403, 404, 503)
+    )
+    async def pause(
+        request: Request, system: Annotated[str, Path(pattern=SYSTEM_PATTERN)], body: PauseRequest
+    ) -> SystemState:
+        """Hold every call to a system (retries are not spent) until it is resumed."""
+        principal = await access.authorize(
+            request, Role.SUPERVISOR, "pause", system=system, reason=body.reason
+        )
+        known_system(system)
+        return await _control(request, principal, action="pause", system=system, reason=body.reason)
+
+    @app.post(
+        f"{OPS_PREFIX}/systems/{{system}}/resume", tags=tags, responses=problem_responses(401, 403, 404, 503)
+    )
+    async def resume(
+        request: Request, system: Annotated[str, Path(pattern=SYSTEM_PATTERN)], body: ResumeRequest
+    ) -> SystemState:
+        """Release a paused system; held calls drain at `rate_per_s` so it is not flooded."""
+        principal = await access.authorize(
+            request, Role.SUPERVISOR, "resume", system=system, reason=body.reason
+        )
+        known_system(system)
+        return await _control(
+            request, principal, action="resume", system=system, reason=body.reason, rate=body.rate_per_s
+        )
+
+    async def _control(
+        request: Request,
+        principal: Principal,
+        *,
+        action: Literal["pause", "resume"],
+        system: str,
+        reason: str,
+        rate: float | None = None,
+    ) -> SystemState:
+        engine = access.engine(request)
+        entry = AuditRecord(
+            at=now(),
+            subject=principal.subject,
+            role=principal.role.value,
+            action=action,
+            outcome=Outcome.FAILED,
+            system=system,
+            reason=reason,
+        )
+        try:
+            if action == "pause":
+                state = await engine.pause(system, principal.subject, reason)
+            else:
+                state = await engine.resume(system, principal.subject, reason, release_per_s=rate)
+        except ValueError as exc:
+            # Already paused, or not paused: the engine's words say which.
+            await access.record(entry.model_copy(update={"detail": str(exc)}))
+            raise ProblemError(409, "Conflict", _text(str(exc)), path="system") from None
+        except RPCError as exc:
+            await access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+            raise unavailable() from None
+        await access.record(
+            entry.model_copy(
+                update={
+                    "outcome": Outcome.ACCEPTED,
+                    "after": state.model_dump(mode="json", exclude_none=True),
+                }
+            )
+        )
+        return state
+
+    @app.get(f"{OPS_PREFIX}/audit", tags=tags, responses=refusals)
+    async def audit_export(
+        request: Request,
+        since: Annotated[datetime | None, Query(description="Only entries at or after this time.")] = None,
+        format: Annotated[Literal["json", "jsonl"], Query()] = "jsonl",  # noqa: A002 - the query's name
+    ) -> StreamingResponse:
+        """The audit trail in chain order (supervisor): JSON lines by default, or one JSON array."""
+        principal = await access.authorize(request, Role.SUPERVISOR, "audit.export")
+        await access.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action="audit.export",
+                outcome=Outcome.ACCEPTED,
+                detail=f"since {since.isoformat()}" if since else "everything",
+            )
+        )
+        entries = await asyncio.to_thread(lambda: list(access.audit.entries(since)))
+        return StreamingResponse(
+            _export(entries, format),
+            media_type="application/x-ndjson" if format == "jsonl" else "application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @app.get(f"{OPS_PREFIX}/audit/verify", tags=tags, responses=refusals)
+    async def audit_verify(request: Request) -> VerifyReport:
+        """Check the audit trail's hash chain from its first entry (supervisor)."""
+        await access.authorize(request, Role.SUPERVISOR, "audit.verify")
+        return await asyncio.to_thread(access.audit.verify)
+
+    app.mount(CODEC_PATH, codec_app(settings, access.authorize, access.record))
+
+
+async def _export(entries: list[AuditEntry], format: str) -> AsyncIterator[bytes]:  # noqa: A002
+    if format == "jsonl":
+        for entry in entries:
+            yield entry.model_dump_json().encode() + b"\n"
+        return
+    yield json.dumps([entry.model_dump(mode="json") for entry in entries]).encode()
