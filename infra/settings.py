@@ -69,6 +69,15 @@ DEFAULT_LEGACY_SYSTEMS: dict[str, LegacySystemSettings] = {
 """CRA's systems close every night 03:00-06:00 Eastern; the rest are open and unthrottled by default."""
 
 
+class RateLimit(BaseModel):
+    """One per-client budget: `burst` requests at once, refilled at `per_minute`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    burst: int = Field(ge=1, description="Requests a client may make at once.")
+    per_minute: float = Field(gt=0, description="Requests a client regains per minute.")
+
+
 class Settings(BaseSettings):
     """tellonce settings. Every field can be set as `TELLONCE_<FIELD>`."""
 
@@ -240,6 +249,47 @@ class Settings(BaseSettings):
         ),
     )
 
+    behind_tls: bool = Field(
+        default=False,
+        description=(
+            "Residents reach tellonce over HTTPS (TLS may end at a proxy in front): send HSTS and "
+            "Secure cookies even when the last hop is plain HTTP."
+        ),
+    )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description=(
+            "Proxies in front of the API that append to X-Forwarded-For; rate limits key on the "
+            "address the outermost one saw. 0 ignores the header."
+        ),
+    )
+    csrf_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Keys the portal's CSRF tokens; the API refuses to start without it in production. "
+            "Elsewhere it is made once in <data_dir>/keys/csrf-secret."
+        ),
+    )
+    rate_limits_enabled: bool | None = Field(
+        default=None,
+        description=(
+            "Per-client rate limits on submit, status and withdraw; unset means on in production "
+            "only, so load and chaos runs on the dev stack measure the engine, not the limiter."
+        ),
+    )
+    rate_limit_submit: RateLimit = Field(
+        default=RateLimit(burst=10, per_minute=1), description="Submissions (API and portal)."
+    )
+    rate_limit_status: RateLimit = Field(
+        default=RateLimit(burst=60, per_minute=60),
+        description="Status reads and access-code checks (API, status pages and their JSON).",
+    )
+    rate_limit_withdraw: RateLimit = Field(
+        default=RateLimit(burst=5, per_minute=1), description="Withdrawals (API and portal)."
+    )
+
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
 
@@ -374,6 +424,13 @@ class Settings(BaseSettings):
             return self.temporal_ui_origins
         ui = self.port("temporal-ui")
         return (f"http://localhost:{ui}", f"http://127.0.0.1:{ui}")
+
+    @cached_property
+    def rate_limiting(self) -> bool:
+        """Whether per-client rate limits apply (see `rate_limits_enabled`)."""
+        if self.rate_limits_enabled is not None:
+            return self.rate_limits_enabled
+        return self.environment == "production"
 
     @cached_property
     def batch_root(self) -> Path:
