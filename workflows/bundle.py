@@ -7,16 +7,17 @@ import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         STEP_CLOSED,
+        STEP_HELD,
         STEP_NEEDS_ATTENTION,
         STEP_REJECTED,
         ErrorDetails,
@@ -42,11 +43,13 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_BIRTH_NOTICE_RESULT,
         SIGNAL_LEGACY_REPLY,
         STEP_STATE_CHANGED,
+        AttemptRecord,
         BundleEvent,
         BundleEventData,
         BundleInput,
         BundleState,
         BundleStatus,
+        BundleTimelineView,
         DecisionAction,
         DecisionResult,
         ErrorKind,
@@ -58,18 +61,26 @@ with workflow.unsafe.imports_passed_through():
         StepError,
         StepState,
         StepStatus,
+        StepTimelineView,
+        StuckReason,
+        TimelineRequest,
         WithdrawRequest,
         WithdrawResult,
     )
     from workflows.names import (
         SA_ATTENTION_STEPS,
         SA_STATE,
+        SA_STUCK,
+        SA_STUCK_REASONS,
+        SA_STUCK_SINCE,
+        SA_STUCK_SYSTEMS,
         bundle_task_queue,
         events_task_queue,
         idempotency_key,
         legacy_task_queue,
         parse_idempotency_key,
     )
+    from workflows.system_control import SIGNAL_SYSTEM_RELEASED, SystemRelease
 
 SINGLE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 """Step calls are retried by the workflow itself, so residents and operators see every attempt,
@@ -107,6 +118,16 @@ so a late notice matches, up to the year within which Ontario registers a birth 
 
 CALL_TIMEOUT_MARGIN = timedelta(seconds=5)
 """The adapter times its own call out first, so its error is classified rather than cut off."""
+
+HELD_RECHECK = timedelta(minutes=10)
+"""A held call is tried again after this long even without its release (which a lost control
+workflow would never send); the worker holds it again if the system still holds calls."""
+
+ATTEMPTS_KEPT = 50
+"""Attempts kept per step for the operators' timeline (the count itself is never capped)."""
+
+STUCK_VISIBILITY_PATCH = "ops-stuck-visibility"
+"""Bundles started before the stuck search attributes existed replay without their upserts."""
 
 INVOKE_STEP = "invoke_step"
 COMPENSATE_STEP = "compensate_step"
@@ -149,6 +170,16 @@ class _StepRun:
         self.match_workflow_id: str | None = None
         """The birth-notice matcher holding this step's statement, while it holds one."""
         self.notice_id: str | None = None
+        self.attempt_log: list[AttemptRecord] = []
+        self.park_reasons: tuple[StuckReason, ...] = ()
+        """Why the step parked, beyond needing a person: retries exceeded, deadline, reply overdue."""
+        self.held: StuckReason | None = None
+        """While the step's system holds its call: paused, or breaker open."""
+        self.held_by: str | None = None
+        self.released: int | None = None
+        """The control generation of a release that arrived while the step was held."""
+        self.control_pass: int | None = None
+        self.pending_action: OperatorAction | None = None
 
 
 @workflow.defn
@@ -183,6 +214,8 @@ class BundleWorkflow:
         self._final: BundleState | None = None
         # The client sets these search attributes when it starts the bundle.
         self._visible: tuple[str, tuple[str, ...]] = (BundleState.RECEIVED.value, ())
+        self._stuck_visible: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self._stuck_since: datetime | None = None
         self._replies: dict[str, LegacyReply] = {}
         self._seen_reply_ids: set[str] = set()
         self._notices: dict[str, NoticeMatchResult] = {}
@@ -274,6 +307,13 @@ class BundleWorkflow:
             error = await self._attempt(run)
             if error is None:
                 return
+            if error.kind == "held":
+                held_at = workflow.now()
+                if not await self._held_then_go(run, error):
+                    return
+                # Time held by a pause or an open breaker is not the system failing this step.
+                round_started += workflow.now() - held_at
+                continue
             if error.kind == "closed":
                 closed_at = workflow.now()
                 if not await self._await_opening(run, error):
@@ -283,6 +323,10 @@ class BundleWorkflow:
                         await self._settle_before_stopping(run)
                     else:
                         self._end_step(status, StepState.SKIPPED, self._abort_message())
+                    return
+                if run.decision is not None:
+                    decision, run.decision = run.decision, None
+                    self._apply_decision(run, decision)
                     return
                 # Hours the system was closed are not the system failing: they don't use up the deadline.
                 round_started += workflow.now() - closed_at
@@ -337,9 +381,64 @@ class BundleWorkflow:
         run.retry_now = False
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: (stoppable and self._abort is not None) or run.retry_now, timeout=wait
+                lambda: (
+                    (stoppable and self._abort is not None)
+                    or run.retry_now
+                    or (stoppable and run.decision is not None)
+                ),
+                timeout=wait,
             )
         return self._abort is None
+
+    async def _held_then_go(self, run: _StepRun, error: StepError) -> bool:
+        """Wait out a hold; True to send again, False when the step ended meanwhile."""
+        outcome = await self._await_release(run, error)
+        if outcome is _Next.RETRY:
+            return True
+        if outcome is None:
+            last = self._steps[run.step.id].last_error
+            if last is not None and last.kind in ("transient", "timeout"):
+                await self._settle_before_stopping(run)
+            else:
+                self._end_step(self._steps[run.step.id], StepState.SKIPPED, self._abort_message())
+        return False
+
+    async def _await_release(
+        self, run: _StepRun, error: StepError, *, stoppable: bool = True
+    ) -> _Next | None:
+        """Wait while the system holds calls (paused, or breaker open): nothing was sent and no
+        attempt counted; its control workflow releases the call when calls may go again.
+
+        `_Next.RETRY` to send again, `_Next.STOP` when an operator ended the step meanwhile, None
+        when the bundle stops first (only when `stoppable`).
+        """
+        status = self._steps[run.step.id]
+        status.state = StepState.RETRYING
+        status.message = texts.RETRYING
+        status.next_attempt_at = None
+        status.waiting_for = f"waiting: {run.held_by or error.code}"
+        run.released = None
+        run.retry_now = False
+        self._sync_visibility()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: (
+                    (stoppable and self._abort is not None)
+                    or run.released is not None
+                    or (stoppable and run.decision is not None)
+                ),
+                timeout=HELD_RECHECK,
+            )
+        run.held = run.held_by = None
+        if run.released is not None:
+            run.control_pass, run.released = run.released, None
+        if stoppable and self._abort is not None:
+            return None
+        if stoppable and run.decision is not None:
+            decision, run.decision = run.decision, None
+            self._apply_decision(run, decision)
+            return _Next.STOP
+        return _Next.RETRY
 
     def _rolls_back(self, step: PlannedStep) -> bool:
         """Whether a required step's failure stops the bundle and undoes what was done."""
@@ -353,10 +452,12 @@ class BundleWorkflow:
         if error.kind in ("transient", "timeout"):
             exhausted = run.attempts_in_round >= step.retry.maximum_attempts
             if not exhausted and elapsed < step.deadline:
-                if await self._back_off(run, error, step.deadline - elapsed):
-                    return _Next.RETRY
+                moved = await self._back_off(run, error, step.deadline - elapsed)
+                if moved is not None:
+                    return moved
                 await self._settle_before_stopping(run)
                 return _Next.STOP
+            run.park_reasons = (StuckReason.RETRIES_EXCEEDED,) if exhausted else (StuckReason.PAST_DEADLINE,)
             why = (
                 f"{step.system} still failing after {run.attempts_in_round} attempts"
                 if exhausted
@@ -387,6 +488,7 @@ class BundleWorkflow:
     async def _recover_from_silence(self, run: _StepRun, elapsed: timedelta) -> _Next:
         """A system never replied: ask an operator, while still accepting a late reply."""
         step, status = run.step, self._steps[run.step.id]
+        run.park_reasons = (StuckReason.REPLY_OVERDUE,)
         why = (
             f"{step.system} has not replied within {step.reply_timeout}; retry to send the request "
             "again (same key), or skip or fail"
@@ -423,9 +525,12 @@ class BundleWorkflow:
         status = self._steps[run.step.id]
         if run.step.compensable and status.last_error is not None:
             error = await self._attempt(run)
-            while error is not None and error.kind == "closed":
+            while error is not None and error.kind in ("closed", "held"):
                 # Nothing was sent now, but the earlier call may have taken effect: ask once it opens.
-                await self._await_opening(run, error, stoppable=False)
+                if error.kind == "held":
+                    await self._await_release(run, error, stoppable=False)
+                else:
+                    await self._await_opening(run, error, stoppable=False)
                 error = await self._attempt(run)
             if error is None:
                 return
@@ -459,18 +564,41 @@ class BundleWorkflow:
             )
         except ActivityError as err:
             error = _classify(err, workflow.now())
-            if error.kind == "closed":
+            if error.kind in ("closed", "held"):
                 # Nothing left for the system: not an attempt, and not the step's last error.
                 run.attempts_in_round -= 1
                 status.attempts -= 1
+                if error.kind == "held":
+                    run.held, run.held_by = _held(err)
+                self._log_attempt(run, error.kind, error)
                 return error
             status.last_error = error
+            self._log_attempt(run, "failed", error)
             return status.last_error
         if result.pending_reply:
             status.reference = result.reference
+            self._log_attempt(run, "acknowledged", None)
             return await self._await_reply(run)
+        self._log_attempt(run, "accepted", None)
         self._step_done(run, result.reference, result.message)
         return None
+
+    def _log_attempt(
+        self,
+        run: _StepRun,
+        outcome: Literal["accepted", "acknowledged", "failed", "closed", "held", "replied"],
+        error: StepError | None,
+    ) -> None:
+        run.attempt_log.append(
+            AttemptRecord(
+                at=workflow.now(),
+                outcome=outcome,
+                kind=error.kind if error else None,
+                code=error.code if error else None,
+                attempt=self._steps[run.step.id].attempts,
+            )
+        )
+        del run.attempt_log[:-ATTEMPTS_KEPT]
 
     def _step_done(self, run: _StepRun, reference: str | None, message: LocalizedText | None) -> None:
         status = self._steps[run.step.id]
@@ -508,6 +636,14 @@ class BundleWorkflow:
         assert run.reply_key is not None
         reply = self._replies.pop(run.reply_key)
         run.reply_key = None
+        run.attempt_log.append(
+            AttemptRecord(
+                at=workflow.now(),
+                outcome="replied",
+                code=reply.code or reply.outcome,
+                attempt=self._steps[run.step.id].attempts,
+            )
+        )
         if reply.outcome == "accepted":
             self._step_done(run, reply.reference, reply.message)
             return None
@@ -562,6 +698,8 @@ class BundleWorkflow:
                     return True
                 error, why = self._notice_problem(run, result)
             status.last_error = error
+            if error.code == "birth_notice_overdue":
+                run.park_reasons = (StuckReason.REPLY_OVERDUE,)
             decision = await self._park(run, why, wake=lambda: self._notice_matched(step.id))
             if decision is _Woken.ANSWERED and self._abort is None:
                 run.notice_id = self._notices.pop(step.id).notice_id
@@ -648,8 +786,9 @@ class BundleWorkflow:
                 StatementWithdrawal(bundle_workflow_id=workflow.info().workflow_id, step_id=run.step.id),
             )
 
-    async def _back_off(self, run: _StepRun, error: StepError, remaining: timedelta) -> bool:
-        """Wait before the next attempt; False when the bundle is stopping instead."""
+    async def _back_off(self, run: _StepRun, error: StepError, remaining: timedelta) -> _Next | None:
+        """Wait before the next attempt (`RETRY`); `STOP` when an operator ended the step
+        meanwhile, None when the bundle is stopping instead."""
         step, status = run.step, self._steps[run.step.id]
         delay = _backoff(step, run.attempts_in_round)
         if error.retry_after is not None:
@@ -665,8 +804,16 @@ class BundleWorkflow:
         self._sync_visibility()
         run.retry_now = False
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._abort is not None or run.retry_now, timeout=delay)
-        return self._abort is None
+            await workflow.wait_condition(
+                lambda: self._abort is not None or run.retry_now or run.decision is not None, timeout=delay
+            )
+        if self._abort is not None:
+            return None
+        if run.decision is not None:
+            decision, run.decision = run.decision, None
+            self._apply_decision(run, decision)
+            return _Next.STOP
+        return _Next.RETRY
 
     async def _park(
         self, run: _StepRun, why: str, *, wake: Callable[[], bool] | None = None
@@ -686,6 +833,7 @@ class BundleWorkflow:
         self._sync_visibility()
         woken = wake or (lambda: False)
         await workflow.wait_condition(lambda: self._abort is not None or run.decision is not None or woken())
+        run.park_reasons = ()
         decision, run.decision = run.decision, None
         if woken():
             # The late answer counts even when the bundle is stopping: it says whether the
@@ -696,6 +844,12 @@ class BundleWorkflow:
     def _apply_decision(self, run: _StepRun, decision: StepDecision) -> bool:
         """Apply an operator's decision; True when the step should be tried again."""
         step, status = run.step, self._steps[run.step.id]
+        applied, run.pending_action = run.pending_action, None
+        if applied is not None:
+            applied.after = {
+                DecisionAction.SKIP: StepState.SKIPPED,
+                DecisionAction.FAIL: StepState.FAILED,
+            }.get(decision.action, StepState.RUNNING).value
         if decision.action is DecisionAction.SKIP:
             self._end_step(status, StepState.SKIPPED, texts.SKIPPED_BY_OPERATOR, exception=True)
             return False
@@ -736,6 +890,12 @@ class BundleWorkflow:
                     )
                 except ActivityError as err:
                     closed = _classify(err, workflow.now())
+                    if closed.kind == "held":
+                        # An undo waits for a paused system like any call, and is never given up.
+                        run.held, run.held_by = _held(err)
+                        await self._await_release(run, closed, stoppable=False)
+                        status.state = StepState.COMPENSATING
+                        continue
                     if closed.kind == "closed":
                         # A closed system is waited for; an undo is never given up for its hours.
                         wait = max(closed.retry_after or timedelta(minutes=5), timedelta(seconds=1))
@@ -796,14 +956,48 @@ class BundleWorkflow:
         """The bundle's current state, every step's state, attempts, last error and reference."""
         return self._status()
 
+    @workflow.query
+    def timeline(self, request: TimelineRequest) -> BundleTimelineView:
+        """What operations see: the status, every step's attempts, why it is stuck or held, and
+        with `include_personal` the data each step sends."""
+        reasons, systems = self._stuck()
+        return BundleTimelineView(
+            status=self._status(),
+            steps=[
+                StepTimelineView(
+                    status=self._steps[step_id].model_copy(),
+                    attempts=list(run.attempt_log),
+                    stuck_reasons=self._step_stuck(run),
+                    held_by=run.held_by,
+                    payload=dict(run.payload) if request.include_personal else None,
+                )
+                for step_id, run in self._runs.items()
+            ],
+            stuck_reasons=sorted(set(reasons)),
+            stuck_systems=sorted(set(systems)),
+            stuck_since=self._stuck_since,
+        )
+
+    @workflow.signal(name=SIGNAL_SYSTEM_RELEASED)
+    def system_released(self, release: SystemRelease) -> None:
+        """The step's system lets its held call go (a resume, or a closed breaker)."""
+        run = self._runs.get(release.step_id)
+        if run is None or run.step.system != release.system_id or run.held is None:
+            return
+        run.released = release.generation
+
     @workflow.update
     async def decide(self, decision: StepDecision) -> DecisionResult:
         """An operator's decision for a step that needs attention (or a retry-now while retrying)."""
         run = self._runs[decision.step_id]
-        self._record(decision.step_id, decision.action.value, decision.actor, decision.reason)
-        if self._steps[decision.step_id].state is StepState.RETRYING:
+        state = self._steps[decision.step_id].state
+        action = self._record(decision.step_id, decision.action.value, decision.actor, decision.reason, state)
+        if state is StepState.RETRYING and decision.action is DecisionAction.RETRY:
+            # Woken at once from its backoff: the attempt it makes is the one it was waiting for.
             run.retry_now = True
+            action.after = StepState.RUNNING.value
         else:
+            run.pending_action = action
             run.decision = decision
         return DecisionResult(
             step_id=decision.step_id, accepted=True, state=self._steps[decision.step_id].state
@@ -816,10 +1010,17 @@ class BundleWorkflow:
         if decision.step_id not in self._runs:
             raise ValueError(f"no step {decision.step_id!r} in this bundle")
         state = self._steps[decision.step_id].state
-        retrying_now = state is StepState.RETRYING and decision.action is DecisionAction.RETRY
-        if state is not StepState.NEEDS_ATTENTION and not retrying_now:
-            raise ValueError(f"step {decision.step_id!r} is {state.value}, not waiting for a decision")
         run = self._runs[decision.step_id]
+        if run.held is not None and decision.action is DecisionAction.RETRY:
+            raise ValueError(
+                f"calls to {run.step.system} are held ({run.held_by}); resume the system, "
+                "or skip or fail the step"
+            )
+        on_retrying = state is StepState.RETRYING and not run.compensating
+        if state is not StepState.NEEDS_ATTENTION and not (
+            on_retrying and decision.action is not DecisionAction.AMEND
+        ):
+            raise ValueError(f"step {decision.step_id!r} is {state.value}, not waiting for a decision")
         if run.decision is not None:
             raise ValueError(f"step {decision.step_id!r} already has a decision being applied")
         if self._abort is not None and not run.compensating:
@@ -852,9 +1053,10 @@ class BundleWorkflow:
     @workflow.update
     async def withdraw(self, request: WithdrawRequest) -> WithdrawResult:
         """Withdraw the bundle: nothing more is sent and reversible steps are undone."""
-        self._record(None, "withdraw", request.actor, request.reason)
+        action = self._record(None, "withdraw", request.actor, request.reason, self._state())
         self._abort = Abort.WITHDRAWN
         self._sync_visibility()
+        action.after = "withdrawing"
         return WithdrawResult(accepted=True, state=self._state())
 
     @withdraw.validator
@@ -995,6 +1197,7 @@ class BundleWorkflow:
                 run.revision if operation == "submit" else 0,
             ),
             attempt=self._steps[run.step.id].attempts,
+            control_pass=run.control_pass,
             timeout=run.step.call_timeout,
             fields=fields,
             reference=self._steps[run.step.id].reference,
@@ -1021,10 +1224,14 @@ class BundleWorkflow:
     def _abort_message(self) -> LocalizedText:
         return texts.STOPPED_WITHDRAWN if self._abort is Abort.WITHDRAWN else texts.STOPPED_BUNDLE_FAILED
 
-    def _record(self, step_id: str | None, action: str, actor: str, reason: str) -> None:
-        self._actions.append(
-            OperatorAction(step_id=step_id, action=action, actor=actor, reason=reason, at=workflow.now())
+    def _record(
+        self, step_id: str | None, action: str, actor: str, reason: str, before: StepState | BundleState
+    ) -> OperatorAction:
+        recorded = OperatorAction(
+            step_id=step_id, action=action, actor=actor, reason=reason, at=workflow.now(), before=before.value
         )
+        self._actions.append(recorded)
+        return recorded
 
     def _state(self) -> BundleState:
         if self._final is not None:
@@ -1048,13 +1255,64 @@ class BundleWorkflow:
         )
         if self._bundle().publish_events:
             self._announce(state)
-        if (state.value, attention) == self._visible:
+        reasons, systems = self._stuck()
+        stuck = (tuple(sorted({r.value for r in reasons})), tuple(sorted(set(systems))))
+        stuck_changed = stuck != self._stuck_visible
+        if stuck_changed:
+            self._stuck_visible = stuck
+            if not stuck[0]:
+                self._stuck_since = None
+            elif self._stuck_since is None:
+                self._stuck_since = workflow.now()
+        if (state.value, attention) == self._visible and not stuck_changed:
             return
         self._visible = (state.value, attention)
-        if self._bundle().upsert_search_attributes:
-            workflow.upsert_search_attributes(
-                [SA_STATE.value_set(state.value), SA_ATTENTION_STEPS.value_set(list(attention))]
-            )
+        if not self._bundle().upsert_search_attributes:
+            return
+        updates: list[SearchAttributeUpdate[Any]] = [
+            SA_STATE.value_set(state.value),
+            SA_ATTENTION_STEPS.value_set(list(attention)),
+        ]
+        # Only bundles that ever get stuck carry the patch marker: the happy path pays nothing.
+        if stuck_changed and workflow.patched(STUCK_VISIBILITY_PATCH):
+            updates += [
+                SA_STUCK.value_set(bool(stuck[0])),
+                SA_STUCK_REASONS.value_set(list(stuck[0])),
+                SA_STUCK_SYSTEMS.value_set(list(stuck[1])),
+                SA_STUCK_SINCE.value_set(self._stuck_since)
+                if self._stuck_since is not None
+                else SA_STUCK_SINCE.value_unset(),
+            ]
+        workflow.upsert_search_attributes(updates)
+
+    def _stuck(self) -> tuple[list[StuckReason], list[str]]:
+        """Why the bundle is stuck now (empty when it is not), and the systems its stuck steps wait on."""
+        reasons: list[StuckReason] = []
+        systems: list[str] = []
+        if self._final is not None:
+            return reasons, systems
+        for run in self._runs.values():
+            found = self._step_stuck(run)
+            if found:
+                reasons += found
+                systems.append(run.step.system)
+        return reasons, systems
+
+    def _step_stuck(self, run: _StepRun) -> list[StuckReason]:
+        status = self._steps[run.step.id]
+        found: list[StuckReason] = []
+        if run.held is not None:
+            found.append(run.held)
+        if status.state is StepState.NEEDS_ATTENTION:
+            found.append(StuckReason.NEEDS_ATTENTION)
+            found += run.park_reasons
+        elif status.state is StepState.RETRYING and run.attempts_in_round >= self._stuck_after(run.step):
+            found.append(StuckReason.RETRIES_EXCEEDED)
+        return found
+
+    def _stuck_after(self, step: PlannedStep) -> int:
+        bundle = self._bundle()
+        return bundle.stuck_after_attempts_by_system.get(step.system, bundle.stuck_after_attempts)
 
     def _status(self) -> BundleStatus:
         bundle = self._bundle()
@@ -1078,6 +1336,7 @@ class BundleWorkflow:
 
 _ERROR_KINDS: dict[str, ErrorKind] = {
     STEP_CLOSED: "closed",
+    STEP_HELD: "held",
     STEP_REJECTED: "rejected",
     STEP_NEEDS_ATTENTION: "needs_attention",
 }
@@ -1098,6 +1357,24 @@ def _classify(err: ActivityError, now: datetime, kind: ErrorKind | None = None) 
             at=now,
         )
     return StepError(kind=kind or "transient", code="activity_failed", message=texts.RETRYING, at=now)
+
+
+def _held(err: ActivityError) -> tuple[StuckReason, str]:
+    """Why a held call was held: the stuck reason and the plain words the worker gave."""
+    cause = err.cause
+    details = (
+        ErrorDetails.model_validate(cause.details[0])
+        if isinstance(cause, ApplicationError) and cause.details
+        else None
+    )
+    reason = (
+        StuckReason.BREAKER_OPEN
+        if details and details.held_reason == "breaker_open"
+        else StuckReason.SYSTEM_PAUSED
+    )
+    return reason, (
+        details.explanation if details and details.explanation else "calls to the system are held"
+    )
 
 
 def _backoff(step: PlannedStep, attempt: int) -> timedelta:

@@ -55,6 +55,10 @@ FINAL_STEP_STATES = frozenset(
 )
 
 
+DEFAULT_STUCK_AFTER_ATTEMPTS = 5
+"""A step still retrying after this many attempts counts as stuck, before it gives up."""
+
+
 class Model(BaseModel):
     """Base for workflow messages: unknown keys ignored so old and new workers interoperate."""
 
@@ -81,6 +85,14 @@ class BundleInput(Model):
             "register search attributes, runs bundles with this off."
         ),
     )
+    stuck_after_attempts: int = Field(
+        default=DEFAULT_STUCK_AFTER_ATTEMPTS,
+        ge=1,
+        description="A step retrying past this many attempts counts as stuck (retries_exceeded).",
+    )
+    stuck_after_attempts_by_system: dict[str, int] = Field(
+        default_factory=dict, description="Per legacy system overrides of `stuck_after_attempts`."
+    )
     publish_events: bool = Field(
         default=False,
         description=(
@@ -91,8 +103,19 @@ class BundleInput(Model):
 
 
 ErrorKind = Literal[
-    "transient", "closed", "rejected", "needs_attention", "timeout", "no_reply", "compensation"
+    "transient", "closed", "held", "rejected", "needs_attention", "timeout", "no_reply", "compensation"
 ]
+
+
+class StuckReason(StrEnum):
+    """Why a bundle counts as stuck (values of the `TellonceStuckReasons` search attribute)."""
+
+    NEEDS_ATTENTION = "needs_attention"
+    RETRIES_EXCEEDED = "retries_exceeded"
+    PAST_DEADLINE = "past_deadline"
+    REPLY_OVERDUE = "reply_overdue"
+    SYSTEM_PAUSED = "system_paused"
+    BREAKER_OPEN = "breaker_open"
 
 
 class StepError(Model):
@@ -139,6 +162,8 @@ class OperatorAction(Model):
     actor: str
     reason: str
     at: datetime
+    before: str | None = Field(default=None, description="The step's (or bundle's) state when decided.")
+    after: str | None = Field(default=None, description="The state the decision led to, once applied.")
 
 
 class BundleStatus(Model):
@@ -154,6 +179,44 @@ class BundleStatus(Model):
     pivot_done: bool = False
     steps: list[StepStatus]
     actions: list[OperatorAction] = Field(default_factory=list)
+
+
+class AttemptRecord(Model):
+    """One call to a legacy system (or one the system's state held back), for the ops timeline."""
+
+    at: datetime
+    outcome: Literal["accepted", "acknowledged", "failed", "closed", "held", "replied"]
+    kind: ErrorKind | None = None
+    code: str | None = None
+    attempt: int = Field(
+        description="The step's attempt count after this call (held and closed calls add none)."
+    )
+
+
+class StepTimelineView(Model):
+    """A step as the `timeline` query shows it to operations."""
+
+    status: StepStatus
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    stuck_reasons: list[StuckReason] = Field(default_factory=list)
+    held_by: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+class TimelineRequest(Model):
+    """Argument of the `timeline` query."""
+
+    include_personal: bool = False
+
+
+class BundleTimelineView(Model):
+    """Result of the `timeline` query: the status plus what operations need to act."""
+
+    status: BundleStatus
+    steps: list[StepTimelineView]
+    stuck_reasons: list[StuckReason] = Field(default_factory=list)
+    stuck_systems: list[str] = Field(default_factory=list)
+    stuck_since: datetime | None = None
 
 
 class DecisionAction(StrEnum):

@@ -26,7 +26,21 @@ SA_JURISDICTION = SearchAttributeKey.for_keyword("TellonceJurisdiction")
 SA_STATE = SearchAttributeKey.for_keyword("TellonceState")
 SA_ATTENTION_STEPS = SearchAttributeKey.for_keyword_list("TellonceAttentionSteps")
 
-SEARCH_ATTRIBUTES = (SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, SA_ATTENTION_STEPS)
+SA_STUCK = SearchAttributeKey.for_bool("TellonceStuck")
+SA_STUCK_REASONS = SearchAttributeKey.for_keyword_list("TellonceStuckReasons")
+SA_STUCK_SYSTEMS = SearchAttributeKey.for_keyword_list("TellonceStuckSystems")
+SA_STUCK_SINCE = SearchAttributeKey.for_datetime("TellonceStuckSince")
+
+SEARCH_ATTRIBUTES = (
+    SA_BUNDLE_ID,
+    SA_JURISDICTION,
+    SA_STATE,
+    SA_ATTENTION_STEPS,
+    SA_STUCK,
+    SA_STUCK_REASONS,
+    SA_STUCK_SYSTEMS,
+    SA_STUCK_SINCE,
+)
 """Registered on every namespace tellonce uses (values are ids and states, never personal data)."""
 
 EVENTS_TASK_QUEUE = "events"
@@ -89,3 +103,13 @@ def reply_collector_id(prefix: str, system: str) -> str:
     """The fixed id of a batch system's reply collector, `<prefix>.batch-replies-<system>`, so that
     every worker process of a deployment starts (or finds) the same one."""
     return f"{prefix}.{REPLY_COLLECTOR_WORKFLOW_PREFIX}{system}"
+
+
+SYSTEM_CONTROL_WORKFLOW_PREFIX = "system."
+"""Id infix of `SystemControlWorkflow`: one per legacy system and deployment prefix."""
+
+
+def system_control_id(prefix: str, system: str) -> str:
+    """The fixed id of a legacy system's control workflow, `<prefix>.system.<system>`: every worker,
+    bundle and operator of a deployment finds the same one."""
+    return f"{prefix}.{SYSTEM_CONTROL_WORKFLOW_PREFIX}{system}"
