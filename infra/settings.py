@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.availability import CRA_ONLINE_HOURS, Availability
 from infra.crypto import FileKeyProvider, KeyProvider, Keyring, StaticKeyProvider, load_provider
+from workflows.models import DEFAULT_STUCK_AFTER_ATTEMPTS
 from workflows.names import (
     TOPIC_BIRTH_NOTICES,
     TOPIC_BIRTH_NOTICES_DLQ,
@@ -20,6 +21,7 @@ from workflows.names import (
     TOPIC_SUBMISSIONS,
     TOPIC_SUBMISSIONS_DLQ,
 )
+from workflows.system_control import BreakerPolicy
 
 DEV_ACCESS_CODE_SECRET = "local-development-only-access-code-secret"  # noqa: S105 - refused outside local/test
 DEV_CORRELATION_SECRET = "local-development-only-correlation-secret"  # noqa: S105 - refused outside local/test
@@ -60,6 +62,15 @@ class LegacySystemSettings(BaseModel):
     )
     url: str | None = Field(
         default=None, description="The system's endpoint; default the legacy sandbox's endpoint for it."
+    )
+    release_per_s: float | None = Field(
+        default=None, gt=0, description="Held calls released per second after a pause or an open breaker."
+    )
+    stuck_after_attempts: int | None = Field(
+        default=None, ge=1, description="A step at this system retrying past this many attempts is stuck."
+    )
+    breaker: BreakerPolicy | None = Field(
+        default=None, description="When the system's circuit breaker opens; default `ops_breaker`."
     )
 
 
@@ -249,6 +260,26 @@ class Settings(BaseSettings):
         ),
     )
 
+    ops_stuck_after_attempts: int = Field(
+        default=DEFAULT_STUCK_AFTER_ATTEMPTS,
+        ge=1,
+        description="A step retrying past this many attempts is stuck (per system: legacy_systems).",
+    )
+    ops_release_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Held calls released per second per system after a pause or an open breaker.",
+    )
+    ops_breaker: BreakerPolicy = Field(
+        default_factory=BreakerPolicy,
+        description="Circuit breaker of every legacy system (window, min_calls, failure_rate, open_for).",
+    )
+    ops_control_refresh: timedelta = Field(
+        default=timedelta(seconds=1),
+        gt=timedelta(0),
+        description="How long a worker trusts its copy of a system's pause and breaker state.",
+    )
+
     behind_tls: bool = Field(
         default=False,
         description=(
@@ -384,6 +415,18 @@ class Settings(BaseSettings):
     def legacy_system(self, system: str) -> LegacySystemSettings:
         """One legacy system's settings (defaults when it has none of its own)."""
         return self.legacy_systems.get(system) or LegacySystemSettings()
+
+    def breaker_policy(self, system: str) -> BreakerPolicy:
+        """The circuit breaker policy of one legacy system."""
+        return self.legacy_system(system).breaker or self.ops_breaker
+
+    def stuck_after_attempts_by_system(self) -> dict[str, int]:
+        """Systems whose steps count as stuck after a number of attempts of their own."""
+        return {
+            system: limits.stuck_after_attempts
+            for system, limits in self.legacy_systems.items()
+            if limits.stuck_after_attempts is not None
+        }
 
     @cached_property
     def keyring_path(self) -> Path:
