@@ -2,7 +2,9 @@
 
 Temporal (SQLite file), Tansu (Kafka protocol, with every tellonce topic created), the legacy
 sandbox, the worker, the API and the Kafka streams role start in dependency order; each logs
-to `<data_dir>/logs/<name>.log`. Ctrl-C stops them all.
+to `<data_dir>/logs/<name>.log`. Ctrl-C stops them all. The API serves the portal and the ops
+console too, and is the local token issuer: an `ops-token:` line gives a supervisor token, and
+the Temporal UI decodes payloads through the API's codec endpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 
 from activities.retention import namespace_retention_needed
+from infra.ops.auth import LocalIssuer, Role
+from infra.ops.codec_server import CODEC_PATH
 from infra.settings import Settings
 from workflows.names import SEARCH_ATTRIBUTES, bundle_task_queue
 
@@ -252,6 +256,8 @@ def services(settings: Settings) -> list[list[Service]]:
         "--ui-port", str(port("temporal-ui")),
         "--metrics-port", str(port("temporal-metrics")),
         "--ui-disable-news-fetch",
+        # The UI decodes payloads through the API's codec endpoint (operator token, audited).
+        "--ui-codec-endpoint", f"http://{host}:{port('api')}{CODEC_PATH}",
         "--log-level", "warn",
     ]  # fmt: skip
     for key in SEARCH_ATTRIBUTES:
@@ -327,7 +333,7 @@ def services(settings: Settings) -> list[list[Service]]:
                 [*tellonce, "api"],
                 {"api": port("api")},
                 lambda: _http_ok(f"{api_url}/api/v1/health"),
-                [("api", api_url)],
+                [("portal", f"{api_url}/en/"), ("api", api_url), ("ops", f"{api_url}/ops/")],
                 child_env,
             ),
         ],
@@ -361,6 +367,7 @@ class DevStack:
         self.complain = complain
         self.running: list[tuple[Service, subprocess.Popen[bytes]]] = []
         self.stop_requested = asyncio.Event()
+        self.ops_token = dev_ops_token(settings)
 
     def log_path(self, service: Service) -> Path:
         """Where a service's output goes."""
@@ -469,7 +476,20 @@ class DevStack:
         for name in ADDRESS_ORDER:
             if name in lines:
                 self.say(f"{name}: {lines[name]}")
+        if self.ops_token is not None:
+            self.say(f"ops-token: {self.ops_token}")
         self.say("ready")
+
+
+def dev_ops_token(settings: Settings) -> str | None:
+    """A supervisor token from the local issuer, or None when a real OIDC issuer is configured.
+
+    Minted before the API starts, which also creates the signing key once rather than racing.
+    """
+    if settings.oidc_issuer is not None or not settings.ops_enabled:
+        return None
+    issuer = LocalIssuer.for_settings(settings)
+    return issuer.mint("dev-supervisor", Role.SUPERVISOR, settings.ops_token_ttl)
 
 
 def _tail(log: Path, lines: int = 15) -> str:

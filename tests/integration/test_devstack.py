@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(360
 
 EXAMPLE = ROOT / "examples" / "newborn-on" / "complete.json"
 NOTICE = ROOT / "examples" / "birth-notices" / "matching.json"
-EXPECTED_SERVICES = ("api", "temporal-ui", "temporal", "kafka", "streams", "sandbox", "sandbox-sftp")
+EXPECTED_SERVICES = (
+    "portal", "api", "ops", "temporal-ui", "temporal", "kafka",
+    "streams", "sandbox", "sandbox-sftp", "ops-token",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -45,8 +48,11 @@ def test_dev_runs_the_stack_and_stops_cleanly(started: tuple[Stack, int], stack_
 
     addresses = dict(line.split(": ", 1) for line in lines[:-1])
     assert tuple(addresses) == EXPECTED_SERVICES, lines
+    assert addresses.pop("ops-token").count(".") == 2  # a JWT: header.claims.signature
     assert addresses == {
+        "portal": f"http://127.0.0.1:{base + PORT_OFFSETS['api']}/en/",
         "api": f"http://127.0.0.1:{base + PORT_OFFSETS['api']}",
+        "ops": f"http://127.0.0.1:{base + PORT_OFFSETS['api']}/ops/",
         "temporal-ui": f"http://127.0.0.1:{base + PORT_OFFSETS['temporal-ui']}",
         "temporal": f"127.0.0.1:{base + PORT_OFFSETS['temporal']}",
         "kafka": f"127.0.0.1:{base + PORT_OFFSETS['kafka']}",
