@@ -9,6 +9,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.control import Outcome, SystemGate
 from activities.models import (
     STEP_CLOSED,
     STEP_NEEDS_ATTENTION,
@@ -46,18 +47,22 @@ UNEXPECTED_ERROR = LocalizedText(
 class BundleActivities:
     """The activities of a bundle, given the adapters of the legacy systems they call."""
 
-    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, adapters: Mapping[str, Adapter], gate: SystemGate | None = None) -> None:
         self._adapters = dict(adapters)
+        self._gate = gate
 
     @activity.defn(name="invoke_step")
     async def invoke_step(self, call: StepCall) -> StepCallResult:
         """Send a step's request to its legacy system, with the step's idempotency key."""
         adapter, ctx = self._prepare(call, "submit")
+        probe = await self._gate.check(call, _display_name(adapter, call)) if self._gate else False
         _refuse_when_closed(adapter, ctx)
         try:
             result = await adapter.submit(ctx, StepRequest(fields=call.fields))
         except Exception as exc:
+            await self._record(call, exc, probe)
             raise _classified(exc, ctx) from None
+        await self._record(call, None, probe)
         ctx.log.info("step.accepted", reference=result.reference, pending_reply=result.pending_reply)
         return StepCallResult(
             reference=result.reference, message=result.message, pending_reply=result.pending_reply
@@ -67,15 +72,30 @@ class BundleActivities:
     async def compensate_step(self, call: StepCall) -> StepCallResult:
         """Undo a step's earlier request at its legacy system."""
         adapter, ctx = self._prepare(call, "compensate")
+        probe = await self._gate.check(call, _display_name(adapter, call)) if self._gate else False
         _refuse_when_closed(adapter, ctx)
         try:
             result = await adapter.compensate(
                 ctx, CompensationRequest(reference=call.reference or "", fields=call.fields)
             )
         except Exception as exc:
+            await self._record(call, exc, probe)
             raise _classified(exc, ctx) from None
+        await self._record(call, None, probe)
         ctx.log.info("step.compensated", reference=result.reference)
         return StepCallResult(reference=result.reference, message=result.message)
+
+    async def _record(self, call: StepCall, exc: Exception | None, probe: bool) -> None:
+        """Feed the system's circuit breaker: the system failing or throttling, or answering."""
+        if self._gate is None or isinstance(exc, ClosedError):
+            return
+        outcome: Outcome = "ok"
+        if isinstance(exc, TransientError):
+            throttled = exc.retry_after is not None or "429" in exc.code or "rate" in exc.code
+            outcome = "throttled" if throttled else "failed"
+        elif exc is not None and not isinstance(exc, AdapterError):
+            outcome = "failed"
+        await self._gate.record(call.system, outcome, probe=probe)
 
     def _prepare(self, call: StepCall, operation: Operation) -> tuple[Adapter, CallContext]:
         info = activity.info()
@@ -107,6 +127,11 @@ class BundleActivities:
             log=bound,
         )
         return adapter, ctx
+
+
+def _display_name(adapter: Adapter, call: StepCall) -> str:
+    """How a held bundle names the system in plain words."""
+    return f"{call.system} system"
 
 
 def _refuse_when_closed(adapter: Adapter, ctx: CallContext) -> None:

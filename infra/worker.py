@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from activities.control import SystemGate
 from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
 from activities.notices import NoticeActivities
 from activities.replies import CollectorInput, ReplyActivities
@@ -20,6 +21,7 @@ from activities.retention import RetentionActivities, RetentionSweeper, start_re
 from activities.steps import BundleActivities
 from adapters.registry import build_adapters
 from adapters.sdk import Adapter, PolledReplies
+from infra.ops.engine import start_system_control
 from infra.records import RecordStore, open_record_store
 from infra.settings import LegacySystemSettings, Settings
 from infra.temporal import connect
@@ -28,6 +30,7 @@ from workflows.bundle import BundleWorkflow
 from workflows.names import bundle_task_queue, events_task_queue, legacy_task_queue, reply_collector_id
 from workflows.reply_collector import BatchReplyCollectorWorkflow
 from workflows.retention import RetentionSweepWorkflow
+from workflows.system_control import SystemControlWorkflow
 
 log = structlog.get_logger("tellonce.worker")
 
@@ -45,6 +48,7 @@ def build_workers(
     legacy_systems: Mapping[str, LegacySystemSettings] | None = None,
     record_store: RecordStore | None = None,
     retention_period: timedelta | None = None,
+    control_refresh: timedelta | None = timedelta(seconds=1),
 ) -> list[Worker]:
     """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
 
@@ -54,11 +58,19 @@ def build_workers(
     from the legacy calls: a broker outage then holds only event slots, never a system's.
     `legacy_systems` caps each system: calls per second across every worker (enforced by the
     Temporal server for the system's task queue) and calls in flight per worker process.
+    Each system's calls pass its gate (`control_refresh`: how long a worker trusts its copy of
+    the system's pause and breaker state; None for no gate), which holds them while the system's
+    `SystemControlWorkflow` (run on the bundle queue) says so.
     Systems whose adapter reads reply files (`PolledReplies`) also run the reply-collecting
     activity on their queue; its workflow runs on the bundle queue (`start_reply_collectors`).
     """
     limits = legacy_systems or {}
-    activities = BundleActivities(adapters)
+    gate = (
+        SystemGate(client, task_queue_prefix, refresh=control_refresh, report_every=control_refresh)
+        if control_refresh is not None
+        else None
+    )
+    activities = BundleActivities(adapters, gate)
     replies = ReplyActivities(client, adapters)
     notices = NoticeActivities(
         client,
@@ -84,6 +96,7 @@ def build_workers(
                 BirthNoticeMatchWorkflow,
                 BatchReplyCollectorWorkflow,
                 RetentionSweepWorkflow,
+                SystemControlWorkflow,
             ],
             activities=bundle_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
@@ -146,6 +159,15 @@ async def start_reply_collectors(
     return ids
 
 
+async def start_system_controls(client: Client, settings: Settings, systems: list[str]) -> list[str]:
+    """Start each system's control workflow, or find the one running (every worker does this)."""
+    ids = []
+    for system in systems:
+        handle = await start_system_control(client, settings, system)
+        ids.append(handle.id)
+    return ids
+
+
 async def run_worker(settings: Settings) -> None:
     """Run every worker until cancelled, then close the adapters' and the event producer's connections."""
     client = await connect(settings)
@@ -167,13 +189,16 @@ async def run_worker(settings: Settings) -> None:
         legacy_systems=settings.legacy_systems,
         record_store=open_record_store(settings),
         retention_period=settings.retention_period,
+        control_refresh=settings.ops_control_refresh,
     )
     retention_sweeper = await start_retention_sweeper(client, task_queue_prefix=settings.task_queue_prefix)
     collectors = await start_reply_collectors(
         client, adapters, task_queue_prefix=settings.task_queue_prefix, interval=settings.batch_poll_interval
     )
+    controls = await start_system_controls(client, settings, sorted(adapters))
     log.info(
         "worker.started",
+        system_controls=len(controls),
         task_queues=[w.task_queue for w in workers],
         systems=sorted(adapters),
         events=publisher.topic if publisher else None,
