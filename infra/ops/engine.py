@@ -73,8 +73,8 @@ log = structlog.get_logger("tellonce.ops")
 _ACTIONABLE: dict[OpsActionKind, frozenset[StepState]] = {
     OpsActionKind.RETRY: frozenset({StepState.NEEDS_ATTENTION, StepState.RETRYING}),
     OpsActionKind.AMEND: frozenset({StepState.NEEDS_ATTENTION}),
-    OpsActionKind.SKIP: frozenset({StepState.NEEDS_ATTENTION, StepState.RETRYING, StepState.WAITING_REPLY}),
-    OpsActionKind.FAIL: frozenset({StepState.NEEDS_ATTENTION, StepState.RETRYING, StepState.WAITING_REPLY}),
+    OpsActionKind.SKIP: frozenset({StepState.NEEDS_ATTENTION, StepState.RETRYING}),
+    OpsActionKind.FAIL: frozenset({StepState.NEEDS_ATTENTION, StepState.RETRYING}),
 }
 """The step states each step action applies to (withdraw applies to the bundle)."""
 
