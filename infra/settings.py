@@ -101,7 +101,37 @@ class Settings(BaseSettings):
 
     temporal_address: str | None = None
     temporal_namespace: str = "tellonce"
+    temporal_tls: bool = Field(
+        default=False,
+        description=(
+            "Connect to Temporal over TLS (a self-hosted cluster behind TLS, Temporal Cloud). "
+            "Implied by a client certificate or an API key."
+        ),
+    )
+    temporal_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the frontend's certificate; default the system's."
+    )
+    temporal_tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate for mutual TLS (Temporal Cloud mTLS namespaces)."
+    )
+    temporal_tls_key_file: Path | None = Field(default=None, description="The client certificate's key.")
+    temporal_tls_server_name: str | None = Field(
+        default=None, description="Name to verify the frontend's certificate against, if not its host."
+    )
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key for Temporal Cloud (sent as a bearer token, over TLS); instead of mTLS.",
+    )
     task_queue_prefix: str = "tellonce"
+    streams_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of a streams process's `/health` and `/asyncapi.json`; default port base + 802. "
+            "Each streams process on one host needs its own."
+        ),
+    )
 
     kafka_bootstrap: str | None = Field(
         default=None, description="Comma-separated host:port list; default the embedded broker."
@@ -402,6 +432,8 @@ class Settings(BaseSettings):
                 "production needs its keyring: set TELLONCE_ENCRYPTION_KEY_PROVIDER, "
                 "TELLONCE_ENCRYPTION_KEYS or TELLONCE_ENCRYPTION_KEYS_FILE"
             )
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("TELLONCE_TEMPORAL_TLS_CERT_FILE and TELLONCE_TEMPORAL_TLS_KEY_FILE go together")
         if self.environment == "production" and self.kafka_bootstrap is None:
             # Bundles finish only once their status events are out: a Kafka that silently meant
             # the embedded broker's address would leave every bundle open.
@@ -489,6 +521,12 @@ class Settings(BaseSettings):
     def temporal_target(self) -> str:
         """host:port of the Temporal frontend."""
         return self.temporal_address or f"{self.host}:{self.port('temporal')}"
+
+    @cached_property
+    def temporal_uses_tls(self) -> bool:
+        """Whether clients reach Temporal over TLS: asked for, or implied by mTLS or an API key."""
+        mutual_or_keyed = self.temporal_tls_cert_file is not None or self.temporal_api_key is not None
+        return self.temporal_tls or mutual_or_keyed
 
     @cached_property
     def kafka_target(self) -> str:

@@ -342,12 +342,16 @@ def asyncapi_document() -> str:
 
 
 async def serve(settings: Settings, *, batch_size: int = BATCH_SIZE, concurrency: int = CONCURRENCY) -> None:
-    """Run the streams role until SIGINT/SIGTERM: consume, and serve HTTP on port base + 802."""
+    """Run the streams role until SIGINT/SIGTERM: consume, and serve HTTP on `streams_port`.
+
+    That port defaults to port base + 802; several streams processes on one host (one consumer
+    group sharing the partitions) each set their own.
+    """
     streams = Streams(settings, batch_size=batch_size, concurrency=concurrency)
     config = uvicorn.Config(
         streams.asgi_app(),
         host=settings.host,
-        port=settings.port("streams"),
+        port=settings.streams_port if settings.streams_port is not None else settings.port("streams"),
         log_config=None,  # keep the structlog set-up of the role
         access_log=False,
         lifespan="on",
