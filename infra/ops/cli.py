@@ -89,6 +89,14 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Only show what would ha
 RateOption = Annotated[float, typer.Option("--rate", min=0.1, help="Bulk: bundles per second at most.")]
 
 
+def _table(*headers: str) -> Table:
+    # Ids and error codes are what an operator copies: wrap them whole rather than cut them short.
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def _fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     errors.print(message, soft_wrap=True, markup=False)
     raise typer.Exit(code)
@@ -192,7 +200,7 @@ def stuck(  # noqa: PLR0917 - one parameter per option, as Typer wants
     if json_out:
         _echo_json(found)
         return
-    table = Table("tracking id", "bundle", "jurisdiction", "why", "systems", "steps", "stuck for")
+    table = _table("tracking id", "bundle", "jurisdiction", "why", "systems", "steps", "stuck for")
     for b in found:
         table.add_row(
             b["tracking_id"],
@@ -230,7 +238,7 @@ def show(
         f"({timeline['jurisdiction']}) [bold]{timeline['state']}[/bold]"
         + (f" · stuck: {', '.join(timeline['stuck_reasons'])}" if timeline.get("stuck_reasons") else "")
     )
-    table = Table("step", "system", "state", "attempts", "last error", "reference", "why it waits")
+    table = _table("step", "system", "state", "attempts", "last error", "reference", "why it waits")
     for step in timeline["steps"]:
         s = step["status"]
         error = s.get("last_error") or {}
@@ -277,7 +285,7 @@ def _print_bulk(report: dict[str, Any], json_out: bool) -> None:
     if json_out:
         _echo_json(report)
         return
-    table = Table("tracking id", "step", "system", "state", "would")
+    table = _table("tracking id", "step", "system", "state", "would")
     for target in report["targets"]:
         table.add_row(
             target["tracking_id"],
@@ -429,7 +437,7 @@ def systems(json_out: JsonOption = False, api: ApiOption = None, token: TokenOpt
     if json_out:
         _echo_json(found)
         return
-    table = Table("system", "in flight", "retrying", "attention", "held", "paused", "breaker", "error rate")
+    table = _table("system", "in flight", "retrying", "attention", "held", "paused", "breaker", "error rate")
     for s in found:
         rate = s.get("error_rate")
         table.add_row(
