@@ -60,9 +60,12 @@ from temporalio.worker import (
 )
 
 from activities.models import STEP_CLOSED, STEP_NEEDS_ATTENTION, STEP_REJECTED, STEP_TRANSIENT, UNKNOWN_SYSTEM
-from workflows import names
+from workflows.models import StuckReason
 from workflows.names import (
     SA_BUNDLE_ID,
+    SA_STATE,
+    SA_STUCK_REASONS,
+    SA_STUCK_SYSTEMS,
     bundle_task_queue,
     events_task_queue,
     legacy_task_queue,
@@ -85,8 +88,6 @@ BUNDLE_STATES = (
     "withdrawn",
 )
 """Bundle states of the contract (DESIGN.md), each a value of the `TellonceState` search attribute."""
-
-FALLBACK_STUCK_REASONS = ("needs_attention",)
 
 STEP_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds: legacy calls range from a fast REST answer to a slow SOAP or batch upload."""
@@ -401,7 +402,7 @@ class VisibilityMetrics(Collector):
         open_base = f"{base} AND ExecutionStatus = 'Running'"
         try:
             states = await asyncio.gather(
-                *(self._count(f"{base} AND {names.SA_STATE.name} = '{state}'") for state in BUNDLE_STATES)
+                *(self._count(f"{base} AND {SA_STATE.name} = '{state}'") for state in BUNDLE_STATES)
             )
             snapshot.states = dict(zip(BUNDLE_STATES, states, strict=True))
             snapshot.stuck, snapshot.stuck_by_system = await self._stuck(open_base)
@@ -416,20 +417,12 @@ class VisibilityMetrics(Collector):
         return (await self.client.count_workflows(query)).count
 
     async def _stuck(self, open_base: str) -> tuple[dict[str, int], dict[str, int]]:
-        reasons_key = getattr(names, "SA_STUCK_REASONS", None)
-        systems_key = getattr(names, "SA_STUCK_SYSTEMS", None)
-        if reasons_key is None or systems_key is None:
-            # Before stuck reasons were searchable, a step needing attention was the only kind.
-            count = await self._count(f"{open_base} AND {names.SA_STATE.name} = 'needs_attention'")
-            return {"needs_attention": count}, {}
-        from workflows.models import StuckReason  # noqa: PLC0415 - present with the attribute above
-
         reasons = [reason.value for reason in StuckReason]
         by_reason = await asyncio.gather(
-            *(self._count(f"{open_base} AND {reasons_key.name} = '{reason}'") for reason in reasons)
+            *(self._count(f"{open_base} AND {SA_STUCK_REASONS.name} = '{reason}'") for reason in reasons)
         )
         by_system = await asyncio.gather(
-            *(self._count(f"{open_base} AND {systems_key.name} = '{system}'") for system in self.systems)
+            *(self._count(f"{open_base} AND {SA_STUCK_SYSTEMS.name} = '{system}'") for system in self.systems)
         )
         return dict(zip(reasons, by_reason, strict=True)), dict(zip(self.systems, by_system, strict=True))
 

@@ -209,3 +209,29 @@ async def test_series_move_when_a_bundle_runs(stack: tuple[Scraped, Intake, Sand
     # No label anywhere carries the bundle's id (or anything else of the resident's).
     for page in (await scraped.api.get("/metrics")).text, sdk:
         assert tracking_id not in page
+
+
+async def test_a_step_needing_attention_shows_as_stuck(stack: tuple[Scraped, Intake, SandboxAdmin]) -> None:
+    scraped, intake, sandbox = stack
+    tracking_id = str(uuid.uuid4())
+    await sandbox.set_faults(
+        FLAKY,
+        key_prefix=tracking_id,
+        review_when={"field": "language", "equals": "en", "code": "elector_review"},
+    )
+    await intake.submit(BUNDLE, submission(), channel="api", submission_id=tracking_id)
+    try:
+        after = await poll(
+            scraped,
+            lambda s: (
+                value(s, "tellonce_bundles_stuck", reason="needs_attention") == 1
+                and value(s, "tellonce_bundles_stuck_by_system", system=FLAKY) == 1
+            ),
+        )
+        assert value(after, "tellonce_bundles", state="needs_attention") == 1
+        assert value(after, "tellonce_bundles_stuck", reason="retries_exceeded") == 0
+        assert value(after, "tellonce_bundles_stuck_by_system", system="on-mto") == 0
+        calls = {"system": FLAKY, "operation": "submit", "outcome": "needs_attention"}
+        assert value(after, "tellonce_step_calls_total", **calls) >= 1
+    finally:
+        await intake.handle(tracking_id).terminate("test over")
