@@ -534,11 +534,13 @@ def mount_metrics(app: FastAPI, settings: Settings) -> None:
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 
 
-def _instrument(app: FastAPI) -> None:
+def _instrument(app: FastAPI, tracer_provider: trace.TracerProvider | None = None) -> None:
+    """Give each request a server span, continuing the caller's W3C trace context if it sent one."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor  # noqa: PLC0415 - API only
 
     FastAPIInstrumentor.instrument_app(
         app,
+        tracer_provider=tracer_provider,
         excluded_urls="/metrics,/api/v1/health",
         exclude_spans=["receive", "send"],
         server_request_hook=_scrub_server_span,
