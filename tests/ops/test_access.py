@@ -36,6 +36,7 @@ from infra.settings import Settings
 from tests.encryption import TEST_KEYRING_JSON
 from tests.workflow.support import (
     REFUSED,
+    SYSTEMS,
     Handle,
     new_prefix,
     plan,
@@ -90,7 +91,8 @@ async def ops(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Ops
         temporal_namespace=dev_env.client.namespace,
         task_queue_prefix=prefix,
         encryption_keys=TEST_KEYRING_JSON,
-        legacy_systems={},
+        # The scripted systems of the workflow tests' bundle, known to the API by configuration.
+        legacy_systems={system: {} for system in SYSTEMS},
     )
     async with running_workers(dev_env.client, adapters, prefix, search_attributes=True):
         handle = await start_bundle(dev_env.client, plan(), prefix, search_attributes=True)
@@ -341,4 +343,29 @@ async def test_the_codec_endpoint_decodes_a_real_history_payload_for_operators_o
         ("operator-1", "view.personal_data", "accepted"),
         ("ui-user", "codec.session", "accepted"),
         ("ui-user", "view.personal_data", "accepted"),
+    ]
+
+
+async def test_supervisor_pauses_and_resumes_a_known_system_only(ops: OpsStack) -> None:
+    supervisor = ops.auth(Role.SUPERVISOR)
+    paused = await ops.api.post(
+        "/api/v1/ops/systems/sin/pause", json={"reason": "planned outage"}, headers=supervisor
+    )
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["paused"] is True
+    again = await ops.api.post("/api/v1/ops/systems/sin/pause", json={"reason": "twice"}, headers=supervisor)
+    assert again.status_code == 409
+    resumed = await ops.api.post("/api/v1/ops/systems/sin/resume", json={"rate_per_s": 2}, headers=supervisor)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["paused"] is False
+    unknown = await ops.api.post(
+        "/api/v1/ops/systems/no-such-system/pause", json={"reason": "x"}, headers=supervisor
+    )
+    assert unknown.status_code == 404
+
+    control = [(e["action"], e["outcome"], e["system"]) for e in await ops.audit() if e["system"]]
+    assert control == [
+        ("pause", "accepted", "sin"),
+        ("pause", "failed", "sin"),
+        ("resume", "accepted", "sin"),
     ]
