@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from infra.devstack import PROBE_INTERVAL, START_TIMEOUT, Service, port_is_free, services
+from infra.devstack import PROBE_INTERVAL, START_TIMEOUT, Probe, Service, port_is_free, services
 from infra.settings import Settings
 from workflows.names import bundle_task_queue
 
@@ -69,6 +70,8 @@ class ChaosStack:
         self.starts: dict[str, int] = dict.fromkeys(self.by_name, 0)
         self.killed_pids: list[int] = []
         """Every process this stack stopped on purpose (a Temporal worker identity starts with it)."""
+        self.workers = {"worker"}
+        """Worker processes: healthy once the server has seen that very process poll."""
         self._client: Client | None = None
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -95,6 +98,36 @@ class ChaosStack:
             for service in stage:
                 self.start(service.name)
             await asyncio.gather(*(self.wait_healthy(service.name) for service in stage))
+
+    def add_replica(
+        self,
+        of: str,
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        ports: dict[str, int] | None = None,
+        healthy: Probe | None = None,
+    ) -> None:
+        """One more process of a stateless service (a second worker, a second streams process).
+
+        It joins its original's stage, so `stop_all` stops it too; `start`, `kill` and `restart`
+        take its name. `env` is added to the original's environment, `ports` replace its ports
+        (none by default: a replica must not claim its original's), `healthy` its probe.
+        """
+        original = self.by_name[of]
+        replica = dataclasses.replace(
+            original,
+            name=name,
+            env={**original.env, **(env or {})},
+            ports=ports or {},
+            healthy=healthy or original.healthy,
+            addresses=[],
+        )
+        next(stage for stage in self.stages if original in stage).append(replica)
+        self.by_name[name] = replica
+        self.starts[name] = 0
+        if of in self.workers:
+            self.workers.add(name)
 
     def start(self, name: str) -> None:
         """Start one service in its own process group, appending to its log."""
@@ -169,7 +202,7 @@ class ChaosStack:
         keeps listing for a while.
         """
         service = self.by_name[name]
-        probe = self._new_worker_polls if name == "worker" else service.healthy
+        probe = (lambda: self._new_worker_polls(name)) if name in self.workers else service.healthy
         deadline = time.monotonic() + timeout
         while not await probe():
             if problem := self.died():
@@ -178,8 +211,8 @@ class ChaosStack:
                 raise StackError(f"{name} not healthy after {timeout:.0f}s\n{self.tail(name)}")
             await asyncio.sleep(PROBE_INTERVAL)
 
-    async def _new_worker_polls(self) -> bool:
-        identity = f"{self.pid('worker')}@"
+    async def _new_worker_polls(self, name: str) -> bool:
+        identity = f"{self.pid(name)}@"
         try:
             if self._client is None:
                 self._client = await asyncio.wait_for(

@@ -1,0 +1,183 @@
+"""Scale-out (issue 8, item 4): many stateless processes share one namespace and one consumer group.
+
+Three worker processes and two streams processes run against one Temporal namespace and one
+Kafka consumer group, beside the API and the rest of the dev stack (`tests/chaos/stack.py`).
+Newborn and change-of-address bundles arrive over HTTP and Kafka (each Kafka one twice, and the
+hospital's notice for each newborn); one worker and one streams process are SIGKILLed while the
+first wave is in flight, and the second wave arrives while the survivors carry the load. Then
+every submission must have exactly one bundle execution, every bundle must have completed, and
+no legacy system's ledger may hold the same idempotency key twice. The counts are printed (`-s`).
+
+`TELLONCE_SCALEOUT=full .venv/bin/pytest tests/scaleout -s` runs 200 bundles instead of 60.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.sandbox.client import SandboxAdmin
+from infra.temporal import connect
+from tests.chaos.scenario import SHORT, make_submissions, say
+from tests.chaos.stack import ChaosStack
+from tests.chaos.verify import read_ledgers, settled_bundle_executions, wait_all_final
+from tests.chaos.workload import Partner, Submission, submit_http
+from workflows.models import BundleState
+
+FULL = os.environ.get("TELLONCE_SCALEOUT", "").strip().lower() == "full"
+PER_WAVE = 50 if FULL else 15
+"""Newborns, and as many moves, per wave; two waves: 60 bundles in CI, 200 in the full run."""
+FINAL_TIMEOUT = 600.0 if FULL else 150.0
+WORKERS = ("worker", "worker-2", "worker-3")
+STREAMS = ("streams", "streams-2")
+KILLED = ("worker", "streams")
+"""One of each, SIGKILLed mid-run and not restarted: the others must carry on alone."""
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500 if FULL else 420)]
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on now (for the second streams process's `/health`)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def add_processes(stack: ChaosStack) -> list[str]:
+    """Two more workers and a second streams process: the same settings, their own HTTP port."""
+    for name in WORKERS[1:]:
+        stack.add_replica("worker", name)
+    port = free_port(stack.settings.host)
+    url = f"http://{stack.settings.host}:{port}/health"
+
+    async def streams_2_healthy() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    stack.add_replica(
+        "streams",
+        "streams-2",
+        env={"TELLONCE_STREAMS_PORT": str(port)},
+        ports={"streams-2": port},
+        healthy=streams_2_healthy,
+    )
+    return [*WORKERS[1:], "streams-2"]
+
+
+def waves() -> list[list[Submission]]:
+    """Two waves of newborns and moves that all go through (no withdrawals, no refusals)."""
+    plan = dataclasses.replace(
+        SHORT, newborns=(PER_WAVE, PER_WAVE), moves=(PER_WAVE, PER_WAVE), withdrawals=0, rollbacks=0
+    )
+    return make_submissions(plan, run_salt=100_000 + int(time.time()) % 800_000)
+
+
+async def send(api: httpx.AsyncClient, partner: Partner, wave: list[Submission]) -> None:
+    """HTTP submissions all at once, Kafka ones twice each, then the newborns' hospital notices."""
+    kafka = [s for s in wave if s.channel == "kafka"]
+
+    async def over_kafka() -> None:
+        for _ in range(2):
+            for submission in kafka:
+                await partner.send_submission(submission)
+
+    await asyncio.gather(
+        *(submit_http(api, s, give_up_after=60) for s in wave if s.channel == "api"), over_kafka()
+    )
+    for submission in wave:
+        if submission.newborn:
+            await partner.send_notice(submission)
+
+
+def handled_by(stack: ChaosStack, name: str, event: str) -> int:
+    """How many `event` lines a process logged (every incarnation), to show who carried the load."""
+    count = 0
+    for line in stack.log_path(name).read_text(errors="replace").splitlines():
+        try:
+            entry: Any = json.loads(line)
+        except ValueError:
+            continue
+        count += isinstance(entry, dict) and entry.get("event") == event
+    return count
+
+
+async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_one_each(
+    chaos_stack: ChaosStack,
+) -> None:
+    stack = chaos_stack
+    started = time.monotonic()
+    extra = add_processes(stack)
+    for name in extra:
+        stack.start(name)
+    await asyncio.gather(*(stack.wait_healthy(name) for name in extra))
+    first, second = waves()
+    everything = first + second
+    timeline: list[str] = [f"{time.monotonic() - started:5.1f}s  3 workers, 2 streams healthy"]
+
+    async with (
+        httpx.AsyncClient(base_url=stack.settings.api_base_url, timeout=30.0) as api,
+        SandboxAdmin(stack.settings.sandbox_base_url) as sandbox,
+    ):
+        partner = Partner(stack.settings)
+        await partner.start()
+        client = await connect(stack.settings)
+        try:
+            await send(api, partner, first)
+            timeline.append(f"{time.monotonic() - started:5.1f}s  wave 1 sent: {len(first)} bundles")
+            await asyncio.sleep(2.0)  # the first wave's bundles are in flight now
+            for name in KILLED:
+                stack.kill(name)
+            timeline.append(f"{time.monotonic() - started:5.1f}s  SIGKILL {' and '.join(KILLED)}")
+            await send(api, partner, second)
+            timeline.append(f"{time.monotonic() - started:5.1f}s  wave 2 sent: {len(second)} bundles")
+
+            tracking_ids = sorted({s.tracking_id for s in everything if s.tracking_id})
+            outcomes = await wait_all_final(client, tracking_ids, timeout=FINAL_TIMEOUT)
+            timeline.append(f"{time.monotonic() - started:5.1f}s  every bundle read final or timed out")
+            executions = await settled_bundle_executions(client, expected=len(tracking_ids))
+            dedupes, effects = await read_ledgers(sandbox)
+        finally:
+            await partner.stop()
+
+    runs = Counter(workflow_id for workflow_id, _run, _status in executions)
+    states = Counter(o.status.state.value if o.status else o.execution for o in outcomes.values())
+    keys = Counter((e.system, e.operation, e.key) for e in effects)
+    duplicates = Counter(system for (system, _op, _key), n in keys.items() if n > 1)
+    by_system = Counter(e.system for e in effects)
+    report: dict[str, Any] = {
+        "submitted": len(everything),
+        "accepted": sum(1 for s in everything if s.accepted),
+        "bundles_started": len(runs),
+        "executions": sum(runs.values()),
+        "completed": states.get(BundleState.COMPLETED.value, 0),
+        "states": dict(states),
+        "ledger_entries": dict(sorted(by_system.items())),
+        "duplicates_per_system": {system: duplicates.get(system, 0) for system in sorted(dedupes)},
+        "kafka_starts_per_streams": {n: handled_by(stack, n, "submission.accepted") for n in STREAMS},
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    say("\n".join(["", "scale-out run:", *timeline, json.dumps(report, indent=2)]))
+
+    assert stack.died() is None
+    assert report["accepted"] == len(everything), "a submission was never accepted"
+    assert set(runs) == set(tracking_ids), "a submission has no bundle, or a bundle no submission"
+    assert [wid for wid, n in runs.items() if n > 1] == [], "a submission started more than once"
+    not_completed = {tid: o.status.state if o.status else o.execution for tid, o in outcomes.items()}
+    not_completed = {tid: s for tid, s in not_completed.items() if s != BundleState.COMPLETED}
+    assert not_completed == {}, "bundles that did not complete"
+    assert sum(duplicates.values()) == 0, f"the same request twice at a legacy system: {duplicates}"
+    # Both streams processes took part before one was killed, so the group really was shared.
+    assert all(report["kafka_starts_per_streams"][name] > 0 for name in STREAMS), report
