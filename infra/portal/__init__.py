@@ -21,7 +21,7 @@ from infra.portal.assets import (
     load_assets,
 )
 from infra.portal.draft import DraftSealer
-from infra.portal.i18n import Language, environments
+from infra.portal.i18n import Language, environments, other_language
 from infra.portal.pages import Portal, PortalNotFound, router
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
         path = request.url.path
         lang: Language = "fr" if path.startswith("/fr/") or path == "/fr" else "en"
         kind = "not_found" if status == 404 else "refused"
-        return portal.render(request, lang, "error.html", {"kind": kind}, status=status, lang_href="/")
+        return portal.render(
+            request, lang, "error.html", {"kind": kind}, status=status, lang_href=f"/{other_language(lang)}/"
+        )
 
     @app.exception_handler(PortalNotFound)
     async def _not_found(request: Request, exc: PortalNotFound) -> HTMLResponse:

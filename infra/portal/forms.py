@@ -91,7 +91,11 @@ class Journey:
         raise KeyError(page_id)
 
     def field_for(self, error_path: str) -> FieldSpec | None:
-        """The field an error at this path belongs to: the field itself, or the first one inside it."""
+        """The field an error at this path belongs to: the field itself, or the first one inside it.
+
+        A rule on a whole section points at the field that fixes it (`SECTION_ERROR_FIELDS`).
+        """
+        error_path = SECTION_ERROR_FIELDS.get(error_path, error_path)
         for spec in self.fields:
             if spec.path == error_path or spec.path.startswith(error_path + "."):
                 return spec
@@ -105,6 +109,13 @@ class Journey:
         """The label (message id) of a field or section path."""
         return self.labels[path]
 
+
+# Where an error on a whole section is fixed: "give a health or licence number" belongs with
+# the health number, "the new address is the old one" with the new street.
+SECTION_ERROR_FIELDS: dict[str, str] = {
+    "resident": "resident.health_number",
+    "new_address": "new_address.street",
+}
 
 # Labels by the last segment of a path, shared by every section that has a field of that name.
 LEAF_LABELS: dict[str, str] = {

@@ -67,7 +67,9 @@ def radio_options(spec: Any, translations: gettext.NullTranslations) -> list[dic
 
 def translator(env: Environment) -> Callable[[str], str]:
     """The gettext of a language's environment, for text made outside templates."""
-    return cast("Callable[[str], str]", env.globals["gettext"])
+    # Not env.globals["gettext"]: with new-style gettext it expects a template context.
+    translations = cast("gettext.NullTranslations", env.globals["translations"])
+    return translations.gettext
 
 
 def environments() -> dict[Language, Environment]:
@@ -84,6 +86,7 @@ def environments() -> dict[Language, Environment]:
         translations = load_translations(language)
         env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
         env.globals["lang"] = language
+        env.globals["translations"] = translations
         env.globals["other_lang"] = other_language(language)
         env.filters["localized"] = lambda text, _lang=language: localized(text, _lang)
         # JSON for GCDS attributes, in the order given (tojson sorts keys); autoescaping quotes it.
