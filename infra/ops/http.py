@@ -603,6 +603,9 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         return await asyncio.to_thread(access.audit.verify)
 
     app.mount(CODEC_PATH, codec_app(settings, access.authorize, access.record))
+    from infra.ops.console import mount_console  # noqa: PLC0415 - the console imports this module
+
+    mount_console(app, settings)
 
 
 async def _export(entries: list[AuditEntry], format: str) -> AsyncIterator[bytes]:  # noqa: A002
