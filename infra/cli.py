@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from infra.adapters_cli import adapters_app
+from infra.bench.cli import bench_command
 from infra.keys_cli import keys_app
 from infra.notices_cli import notices_app
 from infra.ops.cli import ops_app
@@ -49,6 +50,7 @@ app.add_typer(adapters_app, name="adapters")
 app.add_typer(keys_app, name="keys")
 app.add_typer(retention_app, name="retention")
 app.add_typer(ops_app, name="ops")
+app.command("bench")(bench_command)
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
