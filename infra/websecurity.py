@@ -584,10 +584,16 @@ def _swagger_ui_version() -> str:
 
 
 def _serve_docs_locally(app: FastAPI) -> None:
-    """Replace FastAPI's docs page (Swagger UI from a CDN) by one served from node_modules."""
+    """Replace FastAPI's docs page (Swagger UI from a CDN) by one served from node_modules.
+
+    FastAPI's OAuth2 redirect helper goes too: no flow of ours uses it, and its inline script
+    has no nonce.
+    """
+    replaced = {app.docs_url, app.swagger_ui_oauth2_redirect_url} - {None}
     app.router.routes[:] = [
-        route for route in app.router.routes if getattr(route, "path", None) != app.docs_url
+        route for route in app.router.routes if getattr(route, "path", None) not in replaced
     ]
+    app.swagger_ui_oauth2_redirect_url = None
     if app.docs_url is None:
         return
     routes: list[Route | Mount] = [Route(app.docs_url, _docs_page, methods=["GET"], include_in_schema=False)]

@@ -193,6 +193,8 @@ async def test_the_api_docs_load_swagger_ui_from_this_server_with_the_nonce(web:
         asset = await web.get(source)
         assert asset.status_code == 200, source
         assert_protected(asset, cache="public, max-age=31536000, immutable")
+    # FastAPI's OAuth2 redirect helper (an inline script without nonce) is not served.
+    assert "oauth2" not in (await web.get("/docs/oauth2-redirect")).text.lower()
     missing = await web.get("/assets/swagger-ui/0.0.0/swagger-ui.css")
     assert missing.status_code == 404
     assert missing.headers["cache-control"] == "no-store"
