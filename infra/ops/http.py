@@ -163,7 +163,11 @@ class OpsAccess:
         system: str | None = None,
         reason: str | None = None,
     ) -> Principal:
-        """The caller, if their token is valid and their role suffices; otherwise audit and refuse."""
+        """The caller, if their token is valid and their role suffices; otherwise refuse.
+
+        A valid token whose role is too low is audited as `denied` (who tried what, and why);
+        a missing or invalid token is logged, not audited.
+        """
         if token is None:
             scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
@@ -181,6 +185,11 @@ class OpsAccess:
                     f"{_article(needed)} {needed.value} can",
                 )
         except AuthError as exc:
+            if role is None:
+                # No identity to hold to account, and an fsynced entry per anonymous request
+                # would let anyone grow the trail and load the disk: the log has these.
+                log.warning("ops.unauthenticated", action=action, code=exc.code, status=exc.status)
+                raise
             await self.record(
                 AuditRecord(
                     at=now(),

@@ -157,7 +157,6 @@ async def test_viewer_reads_without_personal_data_and_is_refused_actions_on_the_
         ("viewer-1", "viewer", "view.personal_data", ops.tracking_id, None, None),
         ("viewer-1", "viewer", "retry", ops.tracking_id, "sin", "name fixed at ESDC"),
         ("viewer-1", "viewer", "pause", None, None, "outage"),
-        ("anonymous", None, "stuck", None, None, None),
     ]
 
 
@@ -338,7 +337,6 @@ async def test_the_codec_endpoint_decodes_a_real_history_payload_for_operators_o
         if e["action"].startswith(("codec", "view"))
     ]
     assert codec == [
-        ("anonymous", "codec.decode", "denied"),
         ("viewer-1", "codec.decode", "denied"),
         ("operator-1", "view.personal_data", "accepted"),
         ("ui-user", "codec.session", "accepted"),
