@@ -3,9 +3,10 @@
 Every route needs a bearer token (see `infra.ops.auth`) with a role: a viewer reads lists and
 timelines without personal data; an operator acts on one bundle and may view its personal data;
 a supervisor acts in bulk, pauses and resumes systems and reads the audit trail. Every action,
-every refusal of one and every view of personal data is written to the audit trail before the
-answer is sent. Tracking ids appear in paths; personal data never does (amendments travel in
-bodies). Errors are the API's RFC 9457 problem documents.
+every refusal of a known operator and every view of personal data is written to the audit trail
+before the answer is sent (requests without a valid token are logged instead). Tracking ids
+appear in paths; personal data never does (amendments travel in bodies). Errors are the API's
+RFC 9457 problem documents.
 """
 
 from __future__ import annotations
