@@ -59,7 +59,14 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from activities.models import STEP_CLOSED, STEP_NEEDS_ATTENTION, STEP_REJECTED, STEP_TRANSIENT, UNKNOWN_SYSTEM
+from activities.models import (
+    STEP_CLOSED,
+    STEP_HELD,
+    STEP_NEEDS_ATTENTION,
+    STEP_REJECTED,
+    STEP_TRANSIENT,
+    UNKNOWN_SYSTEM,
+)
 from workflows.models import StuckReason
 from workflows.names import (
     SA_BUNDLE_ID,
@@ -122,6 +129,7 @@ STEP_CALL_SECONDS = Histogram(
 _OUTCOMES = {
     STEP_TRANSIENT: "transient",
     STEP_CLOSED: "closed",
+    STEP_HELD: "held",
     STEP_REJECTED: "rejected",
     STEP_NEEDS_ATTENTION: "needs_attention",
     UNKNOWN_SYSTEM: "unknown_system",
@@ -132,8 +140,9 @@ def call_outcome(error: BaseException | None, result: object = None) -> str:
     """The `outcome` label of one legacy call: how the step activity ended.
 
     `accepted` (a reference or a synchronous answer), `acknowledged` (the answer comes later, as a
-    reply), or the error's class: `transient`, `closed`, `rejected`, `needs_attention`, and
-    `error` for anything the activity did not classify (cancellation, a worker shutting down).
+    reply), or the error's class: `transient`, `closed`, `held` (the system is paused or its
+    breaker open: nothing was sent), `rejected`, `needs_attention`, and `error` for anything the
+    activity did not classify (cancellation, a worker shutting down).
     """
     if error is None:
         return "acknowledged" if getattr(result, "pending_reply", False) else "accepted"

@@ -18,7 +18,14 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.models import STEP_CLOSED, STEP_NEEDS_ATTENTION, STEP_REJECTED, STEP_TRANSIENT, StepCallResult
+from activities.models import (
+    STEP_CLOSED,
+    STEP_HELD,
+    STEP_NEEDS_ATTENTION,
+    STEP_REJECTED,
+    STEP_TRANSIENT,
+    StepCallResult,
+)
 from infra import telemetry
 from infra.settings import Settings
 
@@ -28,6 +35,7 @@ from infra.settings import Settings
     [
         (ApplicationError("transient: unavailable", type=STEP_TRANSIENT), "transient"),
         (ApplicationError("closed", type=STEP_CLOSED, non_retryable=True), "closed"),
+        (ApplicationError("held", type=STEP_HELD, non_retryable=True), "held"),
         (ApplicationError("rejected: x", type=STEP_REJECTED, non_retryable=True), "rejected"),
         (ApplicationError("review", type=STEP_NEEDS_ATTENTION, non_retryable=True), "needs_attention"),
         (ApplicationError("something else", type="Mystery"), "error"),
