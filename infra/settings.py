@@ -375,8 +375,8 @@ class Settings(BaseSettings):
     api_metrics: bool = Field(
         default=True,
         description=(
-            "Also serve `/metrics` on the API's own port (unauthenticated). In production turn it off "
-            "and scrape `metrics_port` on an internal interface instead."
+            "Serve `/metrics` on the API's own port (unauthenticated), with the gauges read from "
+            "Temporal that no other endpoint has; in production the gateway refuses it from outside."
         ),
     )
     metrics_visibility_ttl: timedelta = Field(
