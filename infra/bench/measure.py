@@ -53,6 +53,8 @@ class HistoryFigures:
     payload_bytes: int
     activities: int
     workflow_tasks: int
+    by_type: dict[str, int]
+    """Event count per event type (e.g. `ACTIVITY_TASK_SCHEDULED`)."""
 
 
 async def history_figures(client: Client, workflow_id: str) -> HistoryFigures:
@@ -64,6 +66,9 @@ async def history_figures(client: Client, workflow_id: str) -> HistoryFigures:
         payload_bytes=sum(payload_bytes(event) for event in history.events),
         activities=kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
         workflow_tasks=kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+        by_type={
+            EventType.Name(kind).removeprefix("EVENT_TYPE_"): kinds.count(kind) for kind in sorted(set(kinds))
+        },
     )
 
 

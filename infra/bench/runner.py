@@ -30,6 +30,7 @@ from bundles.notices import correlation_key, facts_from_notice, match_workflow_i
 from bundles.plan import resolve_plan
 from bundles.submissions import validate_submission
 from infra.bench.measure import HistoryFigures, history_figures, machine, mean, percentile
+from infra.bench.profile import summarize
 from infra.bench.raw import NOTICE_SIGNAL, RAW_WORKFLOW, RawBundleInput
 from infra.bench.stack import BenchStack, WorkerSettings, free_port_base, rss_of
 from infra.bench.workload import BUNDLE_ID, Submissions, raw_shape
@@ -67,6 +68,10 @@ class Phase:
     cpu_s: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
+    def _cpu_per_bundle(self, counted: Callable[[str], bool]) -> float:
+        spent = sum(used for name, used in self.cpu_s.items() if counted(name))
+        return spent / self.completed if self.completed and spent else math.nan
+
     def summary(self) -> dict[str, Any]:
         """The phase as the JSON report gives it."""
         per_bundle = mean(h.activities for h in self.histories)
@@ -87,12 +92,23 @@ class Phase:
             "worker_rss_mb": _round(self.rss_peak_mb),
             "worker_rss_end_mb": _round(self.rss_end_mb),
             "cpu_s": {name: _round(used) for name, used in sorted(self.cpu_s.items())},
+            # CPU per bundle does not depend on what else the machine runs, unlike rates.
+            "cpu_s_per_bundle": _round(self._cpu_per_bundle(lambda name: name != BENCH_CLIENT)),
+            "temporal_cpu_s_per_bundle": _round(self._cpu_per_bundle(lambda name: name == "temporal")),
+            "worker_cpu_s_per_bundle": _round(self._cpu_per_bundle(lambda name: "worker" in name)),
             "failures": self.failures[:10],
+        }
+        kinds = sorted({kind for h in self.histories for kind in h.by_type})
+        result["history_by_type"] = {
+            kind: _round(mean(h.by_type.get(kind, 0) for h in self.histories)) for kind in kinds
         }
         if self.side_histories:
             result["matcher_history_events"] = _round(mean(h.events for h in self.side_histories))
             result["matcher_payload_bytes"] = _round(mean(h.payload_bytes for h in self.side_histories))
         return result
+
+
+BENCH_CLIENT = "bench (client)"
 
 
 def _round(value: float) -> float | None:
@@ -210,6 +226,8 @@ class Bench:
                 result["raw"] = (await self.raw_phase()).summary()
             if options.tellonce:
                 result["tellonce"] = (await self.tellonce_phase()).summary()
+                if options.workers.profile_to is not None and options.workers.profile_to.exists():
+                    result["profile"] = summarize(options.workers.profile_to)
         finally:
             self.progress("stopping the servers")
             self.stack.stop()
@@ -291,9 +309,11 @@ class Bench:
         phase = Phase(options.bundles)
         cpu_before = self.stack.cpu_by_service()
         bench_cpu = time.process_time()
+        self.stack.start_profiler()
         try:
             with _RssSampler(self.stack.tellonce_worker_pids) as sampler:
                 await _drive(options.bundles, options.concurrency, one, phase)
+            self.stack.stop_profiler()
             phase.cpu_s = _cpu_delta(cpu_before, self.stack.cpu_by_service(), time.process_time() - bench_cpu)
             phase.rss_peak_mb = sampler.peak
             phase.rss_end_mb = rss_of(self.stack.tellonce_worker_pids())
@@ -312,7 +332,7 @@ class Bench:
 
 def _cpu_delta(before: dict[str, float], after: dict[str, float], bench: float) -> dict[str, float]:
     used = {name: after[name] - before.get(name, 0.0) for name in after}
-    used["bench (client)"] = bench
+    used[BENCH_CLIENT] = bench
     return {name: value for name, value in used.items() if value > 0}
 
 
@@ -328,6 +348,7 @@ def ratios(tellonce: dict[str, Any] | None, raw: dict[str, Any] | None) -> dict[
     result["p50"] = over("p50_s")
     result["payload"] = over("payload_bytes")
     result["worker_rss"] = over("worker_rss_mb")
+    result["cpu_per_bundle"] = over("cpu_s_per_bundle")
     return result
 
 
@@ -366,6 +387,9 @@ def render(result: dict[str, Any]) -> str:
         ("activities per bundle", "activities_per_bundle", "{:.1f}"),
         ("workflow tasks per bundle", "workflow_tasks_per_bundle", "{:.1f}"),
         ("worker RSS peak (MiB)", "worker_rss_mb", "{:.0f}"),
+        ("CPU s per bundle (stack)", "cpu_s_per_bundle", "{:.3f}"),
+        ("  of which Temporal server", "temporal_cpu_s_per_bundle", "{:.3f}"),
+        ("  of which worker(s)", "worker_cpu_s_per_bundle", "{:.3f}"),
     ]
 
     def cell(side: dict[str, Any], key: str, fmt: str) -> str:
@@ -398,6 +422,12 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"CPU seconds during {side_name}: {spent}")
         for failure in side.get("failures", []):
             lines.append(f"{side_name} problem: {failure}")
+    if profile := result.get("profile"):
+        lines.append(f"worker profile ({profile['samples']:.0f} samples), self time by package:")
+        packages = list(profile["self_by_package_pct"].items())[:10]
+        lines += [f"  {share:5.1f} %  {name}" for name, share in packages]
+        lines.append("top frames by self time:")
+        lines += [f"  {share:5.1f} %  {frame}" for frame, share in profile["top_self_pct"][:10]]
     info = result["machine"]
     lines.append(
         f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB, Python {info['python']}, "

@@ -26,7 +26,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from infra.bench.measure import children, cpu_seconds, rss_mb
+from infra.bench.measure import cpu_seconds, rss_mb
 from infra.devstack import START_TIMEOUT, STOP_GRACE, DevStack, DevStackError, port_is_free, services
 from infra.settings import PORT_OFFSETS, Settings
 
@@ -41,7 +41,7 @@ class WorkerSettings:
     batch_interval: timedelta = timedelta(seconds=0.5)
     """The sandbox's batch run and tellonce's reply collection, both at this interval."""
     profile_to: Path | None = None
-    """Record the (first) tellonce worker with py-spy into this file (speedscope JSON)."""
+    """Record the first tellonce worker with py-spy into this file (speedscope JSON)."""
 
 
 def free_port_base(host: str = "127.0.0.1") -> int:
@@ -69,6 +69,7 @@ class BenchStack:
         self.workers = workers
         self.dev = DevStack(settings, _quiet, _quiet)
         self.raw_processes: list[subprocess.Popen[bytes]] = []
+        self.profiler: subprocess.Popen[bytes] | None = None
         by_name = {service.name: service for stage in services(settings) for service in stage}
         overrides = {
             # No legacy system closes (CRA's nightly hours) and none is throttled: the bench
@@ -83,12 +84,8 @@ class BenchStack:
         worker = by_name["worker"]
         tellonce_workers = []
         for index in range(workers.processes):
-            argv = worker.argv
-            if index == 0 and workers.profile_to is not None:
-                argv = [_py_spy(), "record", "--format", "speedscope", "--rate", "50", "--output",
-                        str(workers.profile_to), "--", *argv]  # fmt: skip
             tellonce_workers.append(
-                replace(worker, name=f"worker-{index + 1}", argv=argv, env={**worker.env, **overrides})
+                replace(worker, name=f"worker-{index + 1}", env={**worker.env, **overrides})
             )
         self.tellonce = [
             replace(by_name["sandbox"], env={**by_name["sandbox"].env, **overrides}),
@@ -121,14 +118,26 @@ class BenchStack:
         return found
 
     def tellonce_worker_pids(self) -> list[int]:
-        """The Python processes of tellonce's workers (under py-spy, its child)."""
-        pids = []
-        for index, pid in enumerate(self.pids("worker-")):
-            if index == 0 and self.workers.profile_to is not None:
-                pids += children(pid)
-            else:
-                pids.append(pid)
-        return pids
+        """The processes of tellonce's workers."""
+        return self.pids("worker-")
+
+    def start_profiler(self) -> subprocess.Popen[bytes] | None:
+        """Attach py-spy to the first tellonce worker (when asked to), recording until stopped.
+
+        Attached only for the measured phase, so the worker's start-up imports are not in it.
+        """
+        if self.workers.profile_to is None:
+            return None
+        pid = self.pids("worker-1")[0]
+        argv = [
+            _py_spy(), "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
+            "--format", "speedscope", "--output", str(self.workers.profile_to),
+        ]  # fmt: skip
+        with (self.settings.data_dir / "logs" / "py-spy.log").open("wb") as out:
+            self.profiler = subprocess.Popen(  # noqa: S603 - py-spy from our own dev extra
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self.profiler
 
     async def raw_client(self) -> Client:
         """A plain client (the SDK's default converter) to the bench's Temporal server."""
@@ -180,16 +189,17 @@ class BenchStack:
         self.raw_processes.clear()
 
     def stop_profiler(self) -> None:
-        """Stop the profiled worker alone first, so py-spy outlives it and writes its profile."""
-        if self.workers.profile_to is None:
+        """Stop py-spy as Ctrl-C would, so it writes its recording."""
+        if self.profiler is None:
             return
-        for service, proc in self.dev.running:
-            if service.name == "worker-1":
-                for child in children(proc.pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=STOP_GRACE * 3)
+        with contextlib.suppress(ProcessLookupError):
+            self.profiler.send_signal(signal.SIGINT)
+        try:
+            self.profiler.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.profiler.kill()
+            self.profiler.wait()
+        self.profiler = None
 
     def stop(self) -> None:
         """Stop everything this stack started: all at once, since nothing outlives the run."""
@@ -212,8 +222,7 @@ class BenchStack:
         """CPU seconds used so far by each running service (a profiled worker counts its child)."""
         used: dict[str, float] = {}
         for service, proc in self.dev.running:
-            pids = [proc.pid, *children(proc.pid)] if service.name == "worker-1" else [proc.pid]
-            used[service.name] = sum(cpu_seconds(pid) for pid in pids)
+            used[service.name] = cpu_seconds(proc.pid)
         for index, proc in enumerate(self.raw_processes):
             used[f"raw-worker-{index + 1}"] = cpu_seconds(proc.pid)
         return used
