@@ -96,6 +96,10 @@ BUNDLE_STATES = (
 )
 """Bundle states of the contract (DESIGN.md), each a value of the `TellonceState` search attribute."""
 
+VISIBILITY_READ_TIMEOUT = 5.0
+"""Seconds one read of the counts may take before the scrape answers without them (Prometheus'
+default scrape timeout is 10 s)."""
+
 STEP_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds: legacy calls range from a fast REST answer to a slow SOAP or batch upload."""
 
@@ -410,17 +414,22 @@ class VisibilityMetrics(Collector):
         base = f"WorkflowType = '{BUNDLE_WORKFLOW}' AND TaskQueue = '{bundle_task_queue(self.prefix)}'"
         open_base = f"{base} AND ExecutionStatus = 'Running'"
         try:
-            states = await asyncio.gather(
-                *(self._count(f"{base} AND {SA_STATE.name} = '{state}'") for state in BUNDLE_STATES)
-            )
-            snapshot.states = dict(zip(BUNDLE_STATES, states, strict=True))
-            snapshot.stuck, snapshot.stuck_by_system = await self._stuck(open_base)
-            snapshot.backlog = await self._backlogs()
+            async with asyncio.timeout(VISIBILITY_READ_TIMEOUT):
+                await self._read_into(snapshot, base, open_base)
             snapshot.read_ok = True
-        except RPCError as exc:
+        except (RPCError, TimeoutError) as exc:
             # A scrape still answers (with `tellonce_visibility_up 0`); the alert on it says why.
-            log.warning("metrics.visibility_unavailable", rpc_status=exc.status.name)
+            status = exc.status.name if isinstance(exc, RPCError) else "TIMEOUT"
+            log.warning("metrics.visibility_unavailable", rpc_status=status)
         return snapshot
+
+    async def _read_into(self, snapshot: VisibilitySnapshot, base: str, open_base: str) -> None:
+        states = await asyncio.gather(
+            *(self._count(f"{base} AND {SA_STATE.name} = '{state}'") for state in BUNDLE_STATES)
+        )
+        snapshot.states = dict(zip(BUNDLE_STATES, states, strict=True))
+        snapshot.stuck, snapshot.stuck_by_system = await self._stuck(open_base)
+        snapshot.backlog = await self._backlogs()
 
     async def _count(self, query: str) -> int:
         return (await self.client.count_workflows(query)).count

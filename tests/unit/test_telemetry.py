@@ -3,6 +3,7 @@ and what `/metrics` shows when Temporal cannot be read."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -128,3 +129,22 @@ async def test_when_temporal_cannot_be_read_the_page_says_so_and_shows_no_stale_
 def _as_client(fake: object) -> Client:
     client: Client = fake  # type: ignore[assignment]  # only count_workflows and namespace are read
     return client
+
+
+class _Hanging:
+    """A client whose visibility reads never answer, as behind a black-holed network."""
+
+    namespace = "default"
+
+    async def count_workflows(self, query: str) -> CountWorkflowExecutionsResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_hanging_temporal_does_not_hang_the_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "VISIBILITY_READ_TIMEOUT", 0.05)
+    gauges = telemetry.VisibilityMetrics(
+        _as_client(_Hanging()), task_queue_prefix="tellonce", systems=[], ttl=60
+    )
+    await asyncio.wait_for(gauges.refresh_if_stale(), timeout=2)
+    assert gauges.snapshot.read_ok is False
