@@ -89,6 +89,14 @@ class RateLimit(BaseModel):
     per_minute: float = Field(gt=0, description="Requests a client regains per minute.")
 
 
+OpsRoleName = Literal["viewer", "operator", "supervisor"]
+
+
+def _default_role_map() -> dict[str, OpsRoleName]:
+    """Issuer role names that are already tellonce's own."""
+    return {"viewer": "viewer", "operator": "operator", "supervisor": "supervisor"}
+
+
 class Settings(BaseSettings):
     """tellonce settings. Every field can be set as `TELLONCE_<FIELD>`."""
 
@@ -263,8 +271,8 @@ class Settings(BaseSettings):
         default="roles",
         description="Claim holding the operator's roles; dots go down objects (`realm_access.roles`).",
     )
-    oidc_role_map: dict[str, Literal["viewer", "operator", "supervisor"]] = Field(
-        default_factory=lambda: {"viewer": "viewer", "operator": "operator", "supervisor": "supervisor"},
+    oidc_role_map: dict[str, OpsRoleName] = Field(
+        default_factory=_default_role_map,
         description="The issuer's role names mapped to tellonce roles (the highest one found counts).",
     )
     oidc_jwks_ttl: timedelta = Field(
