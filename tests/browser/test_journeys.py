@@ -9,11 +9,13 @@ must reach the final state by itself: no reload, the URL and a marker left on `w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Page
 
@@ -244,3 +246,48 @@ async def test_an_empty_form_page_can_switch_language(page: Page, portal: Portal
     assert await page.evaluate("document.documentElement.lang") == "en"
     assert await page_id(page) == "resident"
     assert await page.locator("#error-summary").count() == 0
+
+
+async def test_withdrawal_asks_first_then_confirms_and_the_other_pages_pass_too(
+    page: Page, portal: Portal
+) -> None:
+    # A newborn whose hospital notice never comes: registration waits, so it can be withdrawn.
+    submission = newborn()
+    async with httpx.AsyncClient(base_url=portal.url) as api:
+        response = await api.post("/api/v1/bundles/newborn-on/submissions", json=submission)
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+
+    await page.goto(f"{portal.url}/en/status")
+    await ready(page)
+    await check_in_both_languages(page, "status-access", toggle="")
+    await page.locator("#tracking-id-input").fill(accepted["tracking_id"])
+    await page.locator("#access-code-input").fill(accepted["access_code"])
+    await press(page, "check-status")
+    assert await page_id(page) == "status"
+    assert (await states(page))["overall"] not in FINAL
+    await check_in_both_languages(page, "status-in-progress", toggle="")
+
+    async with page.expect_navigation():
+        await page.locator("#withdraw-link").click()
+    await ready(page)
+    assert await page_id(page) == "withdraw"
+    await check_in_both_languages(page, "withdraw", toggle="")
+    await press(page, "confirm-withdraw")
+    await check_page(page, "withdrawn")
+    assert await page_id(page) == "withdrawn"
+
+    async with httpx.AsyncClient(base_url=portal.url) as api:
+        for _ in range(100):
+            status = await api.get(accepted["status_url"], headers={"X-Access-Code": accepted["access_code"]})
+            if status.json()["state"] in FINAL:
+                break
+            await asyncio.sleep(0.2)
+    assert status.json()["state"] == "withdrawn"
+
+    # A page that does not exist answers in the site's own layout, in the path's language.
+    for lang in ("en", "fr"):
+        response = await page.goto(f"{portal.url}/{lang}/no-such-service/")
+        assert response is not None and response.status == 404
+        await ready(page)
+        await check_page(page, "not-found")
