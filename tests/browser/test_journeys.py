@@ -287,7 +287,7 @@ async def test_withdrawal_asks_first_then_confirms_and_the_other_pages_pass_too(
 
     # A page that does not exist answers in the site's own layout, in the path's language.
     for lang in ("en", "fr"):
-        response = await page.goto(f"{portal.url}/{lang}/no-such-service/")
-        assert response is not None and response.status == 404
+        answer = await page.goto(f"{portal.url}/{lang}/no-such-service/")
+        assert answer is not None and answer.status == 404
         await ready(page)
         await check_page(page, "not-found")
