@@ -57,10 +57,21 @@ def localized(text: LocalizedText | Mapping[str, str] | None, language: str) -> 
     return text.get(language) or text.get("en", "")
 
 
-def radio_options(spec: Any, translations: gettext.NullTranslations) -> list[dict[str, str]]:
-    """The `options` of a `<gcds-radios>` for a field's choices, labelled in one language."""
+def radio_options(
+    spec: Any, translations: gettext.NullTranslations, current: str = ""
+) -> list[dict[str, Any]]:
+    """The `options` of a `<gcds-radios>` for a field's choices, labelled in one language.
+
+    The current answer is marked `checked`: GCDS radios submit an option checked this way, but not
+    one given as their `value` attribute until the resident clicks.
+    """
     return [
-        {"id": f"{spec.field_id}-{value}", "label": translations.gettext(label), "value": value}
+        {
+            "id": f"{spec.field_id}-{value}",
+            "label": translations.gettext(label),
+            "value": value,
+            **({"checked": True} if value == current else {}),
+        }
         for value, label in spec.choices
     ]
 
@@ -91,6 +102,8 @@ def environments() -> dict[Language, Environment]:
         env.filters["localized"] = lambda text, _lang=language: localized(text, _lang)
         # JSON for GCDS attributes, in the order given (tojson sorts keys); autoescaping quotes it.
         env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
-        env.globals["radio_options"] = lambda spec, _t=translations: radio_options(spec, _t)
+        env.globals["radio_options"] = lambda spec, current="", _t=translations: radio_options(
+            spec, _t, current
+        )
         envs[language] = env
     return envs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 import pytest
@@ -178,7 +180,14 @@ async def test_validation_errors_map_to_the_fields_of_the_page(
     assert page.title.startswith(f"Error: {len(expected)} problem")
     for field_id in expected:
         # The summary links to an element with that id, which shows its own message.
-        assert re.search(rf'<gcds-[a-z]+ id="{field_id}"[^>]*error-message="[^"]+"', page.text), field_id
+        shown = rf'<gcds-[a-z]+ [^>]*\bid="{field_id}"[^>]*error-message="[^"]+"'
+        assert re.search(shown, page.text), field_id
+    # Answers already given are shown again, radios as a checked option (which GCDS submits).
+    if "child.sex" in filled:
+        options = re.search(r'<gcds-radios [^>]*id="child-sex"[^>]*options="([^"]*)"', page.text)
+        assert options is not None
+        checked = [o["value"] for o in json.loads(html.unescape(options.group(1))) if o.get("checked")]
+        assert checked == [filled["child.sex"]]
     # Nothing the resident typed is echoed in an error message.
     for message in links.values():
         for value in filled.values():
