@@ -15,7 +15,7 @@ import json
 import re
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -532,11 +532,25 @@ class UnhandledErrors:
             )
             if started:
                 return  # the answer is under way: the connection simply ends
-            answer = problem(
-                500, "Internal error", INTERNAL_ERROR, correlation_id=correlation_id,
-                headers={CORRELATION_HEADER: correlation_id},
+            page = _error_page(scope)
+            answer = (
+                page(scope, correlation_id)
+                if page is not None
+                else problem(
+                    500, "Internal error", INTERNAL_ERROR, correlation_id=correlation_id,
+                    headers={CORRELATION_HEADER: correlation_id},
+                )
             )  # fmt: skip
             await answer(scope, receive, send)
+
+
+def _error_page(scope: Scope) -> Callable[[Scope, str], ASGIApp] | None:
+    """The site's own error page for an address outside `/api/` (the portal sets one), else None."""
+    if str(scope.get("path", "")).startswith("/api/"):
+        return None
+    state = getattr(scope.get("app"), "state", None)
+    page: Callable[[Scope, str], ASGIApp] | None = getattr(state, "error_page", None)
+    return page
 
 
 class ResidentApi(FastAPI):

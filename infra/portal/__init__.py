@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from infra.portal.assets import (
     FONTS_URL,
@@ -34,6 +35,7 @@ log = structlog.get_logger("tellonce.portal")
 PORTAL_PATH = "/en/"
 """Where `tellonce dev` points residents (the English home page; `/` offers both languages)."""
 CSS_MEDIA_TYPE = "text/css; charset=utf-8"
+CORRELATION_HEADER = "X-Correlation-Id"
 
 
 def mount_portal(app: FastAPI, settings: Settings) -> None:
@@ -58,13 +60,27 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
     app.mount(OWN_URL, StaticFiles(directory=OWN_STATIC), name="portal-static")
     app.include_router(router())
 
-    def error_page(request: Request, status: int) -> HTMLResponse:
+    def error_page(request: Request, status: int, *, correlation_id: str | None = None) -> HTMLResponse:
         path = request.url.path
         lang: Language = "fr" if path.startswith("/fr/") or path == "/fr" else "en"
-        kind = "not_found" if status == 404 else "refused"
+        kind = {404: "not_found", 500: "internal"}.get(status, "refused")
         return portal.render(
-            request, lang, "error.html", {"kind": kind}, status=status, lang_href=f"/{other_language(lang)}/"
+            request,
+            lang,
+            "error.html",
+            {"kind": kind, "correlation_id": correlation_id},
+            status=status,
+            lang_href=f"/{other_language(lang)}/",
         )
+
+    def internal_error_page(scope: Scope, correlation_id: str) -> HTMLResponse:
+        # Called by the API's last-resort handler for a page address: an HTML apology, not JSON.
+        request = Request(scope)
+        response = error_page(request, 500, correlation_id=correlation_id)
+        response.headers[CORRELATION_HEADER] = correlation_id
+        return response
+
+    app.state.error_page = internal_error_page
 
     @app.exception_handler(PortalNotFound)
     async def _not_found(request: Request, exc: PortalNotFound) -> HTMLResponse:

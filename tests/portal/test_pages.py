@@ -5,10 +5,19 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
+from typing import cast
 
+import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from temporalio.client import Client
 
 from bundles.validators import toronto_today
+from infra.api import create_app
+from infra.intake import Intake
 from infra.portal.draft import Draft, DraftInvalid, DraftSealer
 from infra.portal.forms import JOURNEYS, journey_for
 from infra.settings import Settings
@@ -369,3 +378,29 @@ async def test_gcds_and_its_fonts_are_served_here_without_any_other_host(browser
         assert (await browser.client.get(url)).status_code == 200, url
     for url in ("/assets/gcds/gcds.esm.js", "/assets/portal/portal.js", "/assets/portal/portal.css"):
         assert (await browser.client.get(url)).status_code == 200, url
+
+
+async def _broken(request: Request) -> Response:
+    raise RuntimeError("a bug that names 123 456 782")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_an_unexpected_error_on_a_page_is_an_html_apology_with_a_correlation_id(
+    tmp_path: Path, lang: str
+) -> None:
+    settings = Settings(environment="test", data_dir=tmp_path)
+    app = create_app(settings, intake=Intake(cast("Client", None), CATALOGUE, settings))
+    app.router.routes[:0] = [Route(f"/{lang}/broken", _broken), Route("/api/v1/broken", _broken)]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tellonce.test") as client:
+        page = Page(await client.get(f"/{lang}/broken"))
+        api = await client.get("/api/v1/broken")
+    assert page.status == 500
+    assert page.response.headers["content-type"].startswith("text/html")
+    assert_well_formed(page, lang)
+    correlation_id = page.response.headers["x-correlation-id"]
+    assert f'id="correlation-id" class="portal-code">{correlation_id}<' in page.text
+    assert "123 456 782" not in page.text
+    assert "RuntimeError" not in page.text
+    assert api.status_code == 500
+    assert api.headers["content-type"] == "application/problem+json"
