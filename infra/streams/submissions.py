@@ -129,7 +129,7 @@ class SubmissionConsumer:
 
         try:
             # Intake's own `submission.accepted` line is the record's one line, with the record's
-            # place bound here: a second line would add ~0.14 ms of rendering and redaction per
+            # place bound here: a second line would add ~0.1 ms of rendering and redaction per
             # record on the 2-core dev machine and say nothing new.
             with structlog.contextvars.bound_contextvars(**where, sender=envelope.channel):
                 await until_done(attempt, what="start_bundle", permanent=_permanent, where=where)
