@@ -47,7 +47,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.common import TypedSearchAttributes
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import (
@@ -272,9 +272,9 @@ class _FinishedCounter(WorkflowInboundInterceptor):
         bundle = str(getattr(plan, "bundle_id", "unknown"))
         try:
             result = await super().execute_workflow(request)
-        except workflow.ContinueAsNewError:
-            raise
-        except Exception:
+        except FailureError:
+            # Only these fail the workflow; any other exception fails the workflow task, which
+            # Temporal retries, and would be counted again on every retry.
             if not workflow.unsafe.is_replaying():
                 BUNDLES_FINISHED.labels(bundle=bundle, outcome="error").inc()
             raise

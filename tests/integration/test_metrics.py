@@ -19,9 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from adapters.registry import ADAPTER_TYPES, KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
@@ -30,6 +35,7 @@ from infra.api import create_app
 from infra.intake import Intake
 from infra.sandbox.client import SandboxAdmin
 from infra.settings import Settings
+from infra.telemetry import TelemetryInterceptor
 from infra.temporal import connect
 from infra.worker import build_workers
 from tests.conftest import SandboxProcess, free_port
@@ -235,3 +241,70 @@ async def test_a_step_needing_attention_shows_as_stuck(stack: tuple[Scraped, Int
         assert value(after, "tellonce_step_calls_total", **calls) >= 1
     finally:
         await intake.handle(tracking_id).terminate("test over")
+
+
+class _Plan(BaseModel):
+    bundle_id: str
+
+
+class _Input(BaseModel):
+    plan: _Plan
+    ending: str
+
+
+_FAILED_ONCE: set[str] = set()
+
+
+@workflow.defn(name="BundleWorkflow")
+class _EndingBundle:
+    """Stands in for BundleWorkflow (same type name) to end in each way a workflow can."""
+
+    @workflow.run
+    async def run(self, bundle: _Input) -> _Plan:
+        if bundle.ending == "fails":
+            raise ApplicationError("the bundle could not go on", non_retryable=True)
+        # A bug (not a FailureError) fails the workflow task, which Temporal retries with a fresh
+        # instance: the first try raises, the retry completes (the flag outlives the instance,
+        # the runner being unsandboxed).
+        if bundle.ending == "task_fails_once" and workflow.info().workflow_id not in _FAILED_ONCE:
+            _FAILED_ONCE.add(workflow.info().workflow_id)
+            raise RuntimeError("a bug in this worker's code")
+        return _Plan(bundle_id="completed")
+
+
+def finished(bundle: str, outcome: str) -> float:
+    page = parse(generate_latest(REGISTRY).decode())
+    return value(page, "tellonce_bundles_finished_total", bundle=bundle, outcome=outcome)
+
+
+async def test_a_bundle_is_counted_once_as_it_ends_never_per_retried_task(
+    time_env: WorkflowEnvironment,
+) -> None:
+    bundle = f"test-{uuid.uuid4().hex[:6]}"
+    queue = f"finished-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        time_env.client,
+        task_queue=queue,
+        workflows=[_EndingBundle],
+        interceptors=[TelemetryInterceptor()],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        for ending in ("completes", "task_fails_once"):
+            result = await time_env.client.execute_workflow(
+                "BundleWorkflow",
+                _Input(plan=_Plan(bundle_id=bundle), ending=ending),
+                id=f"{queue}-{ending}",
+                task_queue=queue,
+                result_type=_Plan,
+            )
+            assert result.bundle_id == "completed"
+        with pytest.raises(WorkflowFailureError):
+            await time_env.client.execute_workflow(
+                "BundleWorkflow",
+                _Input(plan=_Plan(bundle_id=bundle), ending="fails"),
+                id=f"{queue}-fails",
+                task_queue=queue,
+            )
+    # The stand-in's result has no `state`: its completions count under `unknown`.
+    assert finished(bundle, "unknown") == 2
+    assert finished(bundle, "error") == 1
