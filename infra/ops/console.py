@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
 
 import jwt
 import structlog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -43,12 +45,15 @@ from infra.ops.auth import AuthError, Principal, Role
 from infra.ops.http import NEEDED, OpsAccess
 from infra.ops.models import (
     ActionOutcome,
+    BreakerState,
+    BulkReport,
     BundleTimeline,
     FieldError,
     OpsAction,
     OpsActionKind,
     StuckFilter,
     StuckReason,
+    SystemState,
 )
 from infra.portal.draft import portal_keyring
 from infra.websecurity import csrf_token
@@ -103,6 +108,32 @@ ACTIONABLE_STATES = frozenset({"needs_attention", "retrying"})
 OPEN_BUNDLE_STATES = frozenset({"received", "in_progress", "needs_attention"})
 REASON_REQUIRED = N_("Enter why: the reason is kept in the audit trail.")
 REASON_TOO_LONG = N_("Keep the reason under 1000 characters.")
+
+BULK_ACTIONS = (OpsActionKind.RETRY, OpsActionKind.SKIP, OpsActionKind.FAIL, OpsActionKind.WITHDRAW)
+"""The actions with a bulk form (amend corrects one bundle's data at a time)."""
+WOULD_WORDS: dict[OpsActionKind, str] = {
+    OpsActionKind.RETRY: N_(
+        "Send the step's request again now, with the same idempotency key: the system cannot apply it twice."
+    ),
+    OpsActionKind.SKIP: N_("End the step as skipped: nothing more is sent for it."),
+    OpsActionKind.FAIL: N_(
+        "End the step as failed: before the point of no return, the bundle is rolled back."
+    ),
+    OpsActionKind.WITHDRAW: N_(
+        "Withdraw the bundle: nothing more is sent and steps that can be undone are undone."
+    ),
+}
+BREAKER_WORDS: dict[BreakerState, str] = {
+    BreakerState.CLOSED: N_("Breaker closed: calls go through."),
+    BreakerState.OPEN: N_("Breaker open: calls are held after too many errors."),
+    BreakerState.HALF_OPEN: N_("Breaker half-open: one trial call at a time."),
+}
+FILTER_FIELDS = ("bundle_id", "jurisdiction", "system", "reason", "hours")
+"""The stuck list's filters: query parameters of its page, `filter_…` fields of the bulk forms."""
+BULK_RATE = 10.0
+"""Bundles acted on per second by a bulk run unless the supervisor says otherwise (the API's default)."""
+MAX_RATE = 1000.0
+RATE_INVALID = N_("Enter a number per second greater than 0 and at most 1000, such as 10 or 0.5.")
 
 
 # --------------------------------------------------------------------------- sessions
@@ -186,6 +217,7 @@ def environments() -> dict[Language, Environment]:
         env.filters["localized"] = lambda text, _lang=language: _localized(text, _lang)
         env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
         env.filters["when"] = _when
+        env.filters["number"] = lambda value, _lang=language: format_decimal(value, locale=_lang)
         env.filters["field_id"] = field_id
         env.filters["action_options"] = lambda kinds, step, _t=translations: [
             {
@@ -324,13 +356,21 @@ class Console:
         *,
         status: int = 200,
         session: Session | None = None,
+        lang_path: str | None = None,
     ) -> HTMLResponse:
-        """A console page in one language, with the request's CSP nonce and CSRF token."""
+        """A console page in one language, with the request's CSP nonce and CSRF token.
+
+        `lang_path` is the page (under `/ops/{lang}`, with its query) the language toggle leads
+        to, for pages that answer a POST and have no address of their own to reload.
+        """
         other = "fr" if lang == "en" else "en"
         path = request.url.path
-        lang_href = path.replace(f"{CONSOLE_PREFIX}/{lang}/", f"{CONSOLE_PREFIX}/{other}/", 1)
-        if request.url.query:
-            lang_href += f"?{request.url.query}"
+        if lang_path is not None:
+            lang_href = f"{CONSOLE_PREFIX}/{other}{lang_path}"
+        else:
+            lang_href = path.replace(f"{CONSOLE_PREFIX}/{lang}/", f"{CONSOLE_PREFIX}/{other}/", 1)
+            if request.url.query:
+                lang_href += f"?{request.url.query}"
         page = (
             self.envs[lang]
             .get_template(template)
@@ -340,6 +380,7 @@ class Console:
                 csrf_token=csrf_token(request),
                 lang_href=lang_href,
                 base=f"{CONSOLE_PREFIX}/{lang}",
+                here=path,
                 session=session,
                 roles=Role,
             )
@@ -451,6 +492,110 @@ class Console:
         )
         return outcome
 
+    async def bulk(
+        self,
+        request: Request,
+        principal: Principal,
+        filters: StuckFilter,
+        kind: OpsActionKind,
+        reason: str,
+        *,
+        dry_run: bool,
+        rate_per_s: float = BULK_RATE,
+    ) -> BulkReport:
+        """One action on every stuck bundle the filter selects, audited with the API's entries:
+        one for the run (`bulk.<action>`, `.dry_run` for a preview) with the filter and the
+        counts, then one per bundle it changed, as a single action would be.
+
+        Raises:
+            RPCError: Temporal is out of reach (not audited, as the API does not).
+        """
+        name = bulk_name(kind, dry_run=dry_run)
+        report = await self.access.engine(request).bulk(
+            filters, kind, principal.subject, reason, dry_run=dry_run, rate_per_s=rate_per_s
+        )
+        await self.access.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action=name,
+                outcome=Outcome.ACCEPTED,
+                system=filters.system,
+                reason=reason,
+                before={"filter": filters.model_dump(mode="json", exclude_none=True)},
+                after={
+                    "targets": len(report.targets),
+                    "accepted": report.accepted,
+                    "refused": report.refused,
+                },
+            )
+        )
+        for outcome in report.outcomes:
+            await self.access.record(
+                AuditRecord(
+                    at=now(),
+                    subject=principal.subject,
+                    role=principal.role.value,
+                    action=kind.value,
+                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                    bundle=outcome.tracking_id,
+                    step=outcome.step_id,
+                    reason=reason,
+                    before={"state": outcome.before},
+                    after={"state": outcome.after},
+                    detail=f"part of {name}",
+                )
+            )
+        return report
+
+    async def control(
+        self,
+        request: Request,
+        principal: Principal,
+        *,
+        action: Literal["pause", "resume"],
+        system: str,
+        reason: str,
+        rate: float | None = None,
+    ) -> SystemState:
+        """Pause or resume calls to a legacy system, audited as the API's routes audit it.
+
+        Raises:
+            ValueError: already paused, or not paused (audited as failed, with the engine's words).
+            RPCError: Temporal is out of reach (audited as failed).
+        """
+        engine = self.access.engine(request)
+        entry = AuditRecord(
+            at=now(),
+            subject=principal.subject,
+            role=principal.role.value,
+            action=action,
+            outcome=Outcome.FAILED,
+            system=system,
+            reason=reason,
+        )
+        try:
+            if action == "pause":
+                state = await engine.pause(system, principal.subject, reason)
+            else:
+                state = await engine.resume(system, principal.subject, reason, release_per_s=rate)
+        except ValueError as exc:
+            await self.access.record(entry.model_copy(update={"detail": str(exc)}))
+            raise
+        except RPCError as exc:
+            await self.access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+            raise
+        await self.access.record(
+            entry.model_copy(
+                update={
+                    "outcome": Outcome.ACCEPTED,
+                    "after": state.model_dump(mode="json", exclude_none=True),
+                }
+            )
+        )
+        return state
+
     async def timeline(
         self, request: Request, lang: Language, tracking_id: str, *, include_personal: bool = False
     ) -> BundleTimeline:
@@ -465,6 +610,16 @@ class Console:
             raise ConsoleRefused(lang, 404) from None
         except RPCError:
             raise ConsoleRefused(lang, 503) from None
+
+
+def bulk_name(kind: OpsActionKind, *, dry_run: bool) -> str:
+    """The audit trail's name of a bulk run (the API's): `bulk.retry`, `bulk.retry.dry_run`."""
+    return f"bulk.{kind.value}" + (".dry_run" if dry_run else "")
+
+
+def known_systems(settings: Settings) -> list[str]:
+    """The legacy systems a deployment knows: its adapters and any configured one."""
+    return sorted(set(KNOWN_ADAPTERS) | settings.legacy_systems.keys())
 
 
 def console_of(request: Request) -> Console:
@@ -581,9 +736,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 bundles = await console.access.engine(request).stuck(filters)
             except RPCError:
                 raise ConsoleRefused(language_, 503) from None
-        values = {
-            name: query.get(name, "") for name in ("bundle_id", "jurisdiction", "system", "reason", "hours")
-        }
+        values = {name: query.get(name, "") for name in FILTER_FIELDS}
         return console.render(
             request,
             language_,
@@ -591,9 +744,11 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             {
                 "bundles": bundles,
                 "values": values,
+                "filter_query": _filter_query(values),
+                "can_bulk": session.role.allows(Role.SUPERVISOR),
                 "errors": errors,
                 "reasons": list(StuckReason),
-                "systems": sorted(set(KNOWN_ADAPTERS) | console.settings.legacy_systems.keys()),
+                "systems": known_systems(console.settings),
                 "at": datetime.now(UTC),
             },
             status=422 if errors else 200,
@@ -775,7 +930,298 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             session=session,
         )
 
+    # --- bulk actions (supervisors) ---
+
+    @pages.get(f"{CONSOLE_PREFIX}/{{lang}}/bulk")
+    async def bulk_page(request: Request, lang: str) -> HTMLResponse:
+        language_ = language(lang)
+        console = console_of(request)
+        session = console.require(request, language_)
+        if not session.role.allows(Role.SUPERVISOR):
+            # Only a form is asked for, not an action: refused, with nothing to audit.
+            raise ConsoleRefused(language_, 403, Role.SUPERVISOR)
+        values = {name: request.query_params.get(name, "").strip() for name in FILTER_FIELDS}
+        _, filter_errors = _filters(values)
+        return _bulk_form(
+            request, console, lang=language_, session=session, values=values, filter_errors=filter_errors
+        )
+
+    @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/bulk/preview")
+    async def bulk_preview(request: Request, lang: str) -> Response:
+        return await _bulk(request, lang, dry_run=True)
+
+    @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/bulk/run")
+    async def bulk_run(request: Request, lang: str) -> Response:
+        return await _bulk(request, lang, dry_run=False)
+
+    async def _bulk(request: Request, lang: str, *, dry_run: bool) -> Response:
+        language_ = language(lang)
+        console = console_of(request)
+        session = console.require(request, language_)
+        form = await request.form()
+        # The filter travels in the body, as the stuck list's query had it: nothing personal in it.
+        values = {name: _form_text(form, f"filter_{name}").strip() for name in FILTER_FIELDS}
+        filters, filter_errors = _filters(values)
+        try:
+            kind = OpsActionKind(_form_text(form, "action"))
+        except ValueError:
+            raise ConsoleRefused(language_, 404) from None
+        reason = _form_text(form, "reason").strip()
+        rate_text = _form_text(form, "rate").strip()
+        # Both the preview and the run need a supervisor here: the console shows bulk controls
+        # to supervisors only (the API lets an operator ask for a dry run).
+        principal = await console.allow(
+            session,
+            language_,
+            Role.SUPERVISOR,
+            bulk_name(kind, dry_run=dry_run),
+            system=filters.system,
+            reason=reason or None,
+        )
+        errors: dict[str, str] = {}
+        if kind not in BULK_ACTIONS:
+            errors["action-bulk"] = N_("Choose retry, skip, fail or withdraw: amend is one bundle at a time.")
+        if problem := _reason_error(reason):
+            errors["reason-bulk"] = problem
+        rate, rate_problem = _rate(rate_text, BULK_RATE)
+        if rate_problem:
+            errors["rate"] = rate_problem
+        if errors or filter_errors or rate is None:
+            return _bulk_form(
+                request,
+                console,
+                lang=language_,
+                session=session,
+                values=values,
+                filter_errors=filter_errors,
+                chosen=kind,
+                reason=reason,
+                rate=rate_text,
+                errors=errors,
+                status=422,
+            )
+        try:
+            report = await console.bulk(
+                request, principal, filters, kind, reason, dry_run=dry_run, rate_per_s=rate
+            )
+        except RPCError:
+            raise ConsoleRefused(language_, 503) from None
+        return console.render(
+            request,
+            language_,
+            "bulk_preview.html" if dry_run else "bulk_report.html",
+            {
+                "report": report,
+                "bundles": len({t.tracking_id for t in report.targets}),
+                "values": values,
+                "filter_query": _filter_query(values),
+                "limit": filters.limit,
+                "kind": kind,
+                "reason": reason,
+                "rate": rate,
+                "would_words": WOULD_WORDS,
+            },
+            session=session,
+            lang_path=f"/bulk?{_filter_query(values)}" if dry_run else f"/?{_filter_query(values)}",
+        )
+
+    # --- legacy systems' health, pause and resume ---
+
+    @pages.get(f"{CONSOLE_PREFIX}/{{lang}}/systems")
+    async def systems_page(request: Request, lang: str) -> HTMLResponse:
+        language_ = language(lang)
+        console = console_of(request)
+        session = console.require(request, language_)
+        await console.allow(session, language_, Role.VIEWER, "systems")
+        done = request.query_params.get("done")
+        system = request.query_params.get("system", "")
+        shown = (
+            (done, system)
+            if done in {"pause", "resume"} and system in known_systems(console.settings)
+            else None
+        )
+        return await _systems(request, console, lang=language_, session=session, extra={"done": shown})
+
+    @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/systems/pause")
+    async def pause(request: Request, lang: str) -> Response:
+        language_ = language(lang)
+        console = console_of(request)
+        session = console.require(request, language_)
+        form = await request.form()
+        system = _system_id(language_, _form_text(form, "system").strip())
+        reason = _form_text(form, "reason").strip()
+        principal = await console.allow(
+            session, language_, Role.SUPERVISOR, "pause", system=system, reason=reason or None
+        )
+        errors: dict[str, str] = {}
+        if system is None:
+            errors["pause-system"] = N_("Choose the legacy system to pause.")
+        if problem := _reason_error(reason):
+            errors["pause-reason"] = problem
+        if errors or system is None:
+            extra = {"errors": errors, "pause_system": system, "pause_reason": reason}
+            return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
+        _known(console, language_, system)
+        try:
+            await console.control(request, principal, action="pause", system=system, reason=reason)
+        except ValueError as exc:
+            extra = {"conflict": str(exc), "errors": {"pause-system": N_("This system is already paused.")}}
+            return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
+        except RPCError:
+            raise ConsoleRefused(language_, 503) from None
+        return _see_other(f"{CONSOLE_PREFIX}/{language_}/systems?done=pause&system={system}")
+
+    @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/systems/resume")
+    async def resume(request: Request, lang: str) -> Response:
+        language_ = language(lang)
+        console = console_of(request)
+        session = console.require(request, language_)
+        form = await request.form()
+        system = _system_id(language_, _form_text(form, "system").strip())
+        if system is None:
+            raise ConsoleRefused(language_, 404)
+        # The API's default when no reason is given.
+        reason = _form_text(form, "reason").strip() or "resumed"
+        rate_text = _form_text(form, "rate").strip()
+        principal = await console.allow(
+            session, language_, Role.SUPERVISOR, "resume", system=system, reason=reason
+        )
+        _known(console, language_, system)
+        errors: dict[str, str] = {}
+        rate, rate_problem = _rate(rate_text, None)
+        if rate_problem:
+            errors[f"resume-{system}-rate"] = rate_problem
+        if problem := _reason_error(reason):
+            errors[f"resume-{system}-reason"] = problem
+        if errors:
+            extra: dict[str, Any] = {
+                "errors": errors,
+                "resume_values": {"system": system, "rate": rate_text, "reason": reason},
+            }
+            return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
+        try:
+            await console.control(
+                request, principal, action="resume", system=system, reason=reason, rate=rate
+            )
+        except ValueError as exc:
+            extra = {"conflict": str(exc), "errors": {"health": N_("This system is not paused.")}}
+            return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
+        except RPCError:
+            raise ConsoleRefused(language_, 503) from None
+        return _see_other(f"{CONSOLE_PREFIX}/{language_}/systems?done=resume&system={system}")
+
     return pages
+
+
+def _filter_query(values: Mapping[str, str]) -> str:
+    """The stuck list's query string for a filter (its empty fields left out)."""
+    return urlencode({name: value for name, value in values.items() if value})
+
+
+def _rate(text: str, default: float | None) -> tuple[float | None, str | None]:
+    """A rate per second from a form (a French decimal comma is fine), or what is wrong with it."""
+    if not text:
+        return default, None
+    try:
+        rate = float(text.replace(",", "."))
+    except ValueError:
+        return None, RATE_INVALID
+    if not 0 < rate <= MAX_RATE:  # also refuses nan and infinity
+        return None, RATE_INVALID
+    return rate, None
+
+
+def _system_id(lang: Language, value: str) -> str | None:
+    """A legacy system's id from a form: None when blank.
+
+    Raises:
+        ConsoleRefused: 404, not the shape of a system id.
+    """
+    if not value:
+        return None
+    if not SYSTEM_ID.match(value):
+        raise ConsoleRefused(lang, 404)
+    return value
+
+
+def _known(console: Console, lang: Language, system: str) -> None:
+    # A control workflow starts for any id it is given: only real systems get one (as the API).
+    if system not in known_systems(console.settings):
+        raise ConsoleRefused(lang, 404)
+
+
+def _bulk_form(
+    request: Request,
+    console: Console,
+    *,
+    lang: Language,
+    session: Session,
+    values: Mapping[str, str],
+    filter_errors: Mapping[str, str],
+    chosen: OpsActionKind = OpsActionKind.RETRY,
+    reason: str = "",
+    rate: str = "",
+    errors: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    query = _filter_query(values)
+    return console.render(
+        request,
+        lang,
+        "bulk.html",
+        {
+            "values": values,
+            "filter_query": query,
+            "filter_errors": filter_errors,
+            "actions": [kind.value for kind in BULK_ACTIONS],
+            "chosen": chosen.value if chosen in BULK_ACTIONS else OpsActionKind.RETRY.value,
+            "reason": reason,
+            "rate": rate,
+            "default_rate": BULK_RATE,
+            "errors": errors or {},
+            "would_words": WOULD_WORDS,
+        },
+        status=status,
+        session=session,
+        lang_path=f"/bulk?{query}",
+    )
+
+
+async def _systems(
+    request: Request,
+    console: Console,
+    *,
+    lang: Language,
+    session: Session,
+    extra: Mapping[str, Any],
+    status: int = 200,
+) -> HTMLResponse:
+    """The system-health page; a form that failed is shown again with its errors."""
+    try:
+        health = await console.access.engine(request).systems()
+    except RPCError:
+        raise ConsoleRefused(lang, 503) from None
+    return console.render(
+        request,
+        lang,
+        "systems.html",
+        {
+            "health": health,
+            "can_control": session.role.allows(Role.SUPERVISOR),
+            "breaker_words": BREAKER_WORDS,
+            "done": None,
+            "errors": {},
+            "conflict": None,
+            "pause_system": None,
+            "pause_reason": "",
+            "resume_values": {},
+            "at": datetime.now(UTC),
+            **extra,
+        },
+        status=status,
+        session=session,
+        lang_path="/systems",
+    )
 
 
 def _field_errors(found: list[FieldError], lang: Language) -> tuple[dict[str, str], list[str]]:

@@ -8,6 +8,7 @@ operator's view of the data and their retry are audited like the API's.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -193,3 +194,206 @@ async def test_operator_views_data_and_retries_audited_like_the_api(console: Con
         "name fixed at ESDC",
     )
     assert retry["before"] == {"state": "needs_attention"} and retry["after"]["state"]
+
+
+SHARED_FIELDS = (
+    "subject",
+    "role",
+    "action",
+    "outcome",
+    "bundle",
+    "step",
+    "system",
+    "reason",
+    "before",
+    "after",
+)
+"""What an audit entry says, without its time and its place in the chain."""
+
+
+def said(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(entry[name] for name in SHARED_FIELDS)
+
+
+async def listed(console: Console, path: str) -> httpx.Response:
+    """The stuck list once the bundle shows in it (search attributes lag by a second or two)."""
+    for _ in range(60):
+        page = await console.http.get(path)
+        if f"bundle-{console.tracking_id}" in page.text:
+            return page
+        await asyncio.sleep(0.25)
+    pytest.fail(f"{console.tracking_id} never appeared in {path}")
+
+
+async def test_bulk_and_pause_need_a_supervisor_and_refusals_are_audited(console: Console) -> None:
+    await console.sign_in(Role.OPERATOR)
+    stuck = await console.http.get("/ops/en/")
+    assert 'id="bulk-link"' not in stuck.text and 'href="/ops/en/bulk"' not in stuck.text
+    assert 'href="/ops/en/systems"' in stuck.text  # every role reads the systems' health
+    assert (await console.http.get("/ops/en/bulk")).status_code == 403
+
+    token = await console.csrf("/ops/en/")
+    form = {"action": "retry", "filter_system": "sin", "reason": "after the outage", "csrf_token": token}
+    preview = await console.http.post("/ops/en/bulk/preview", data=form)
+    run = await console.http.post("/ops/en/bulk/run", data=form)
+    systems = await console.http.get("/ops/en/systems")
+    assert systems.status_code == 200 and 'id="system-esdc-sin"' in systems.text
+    assert "/systems/pause" not in systems.text and "/systems/resume" not in systems.text
+    pause = await console.http.post(
+        "/ops/en/systems/pause", data={"system": "esdc-sin", "reason": "planned", "csrf_token": token}
+    )
+    resume = await console.http.post(
+        "/ops/en/systems/resume", data={"system": "esdc-sin", "csrf_token": token}
+    )
+    assert [preview.status_code, run.status_code, pause.status_code, resume.status_code] == [403] * 4
+    assert "a supervisor can" in pause.text
+
+    denied = [
+        (e["action"], e["role"], e["system"], e["reason"], e["detail"])
+        for e in console.audit()
+        if e["outcome"] == "denied"
+    ]
+    assert denied == [
+        ("bulk.retry.dry_run", "operator", "sin", "after the outage", "role_too_low"),
+        ("bulk.retry", "operator", "sin", "after the outage", "role_too_low"),
+        ("pause", "operator", "esdc-sin", "planned", "role_too_low"),
+        ("resume", "operator", "esdc-sin", "resumed", "role_too_low"),
+    ]
+    assert (await console.handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
+
+
+async def test_supervisor_previews_then_runs_a_bulk_retry_audited_like_the_api(console: Console) -> None:
+    await console.sign_in(Role.SUPERVISOR)
+    stuck = await listed(console, "/ops/en/?system=sin&reason=needs_attention")
+    assert 'href="/ops/en/bulk?system=sin&amp;reason=needs_attention"' in stuck.text
+    form_page = await console.http.get("/ops/en/bulk", params={"system": "sin", "reason": "needs_attention"})
+    assert form_page.status_code == 200
+    assert 'name="filter_system" value="sin"' in form_page.text  # the filter goes back in the body
+    token = CSRF.search(form_page.text).group(1)  # type: ignore[union-attr]
+    form = {
+        "action": "retry",
+        "filter_system": "sin",
+        "filter_reason": "needs_attention",
+        "reason": "SIN system back after the outage",
+        "csrf_token": token,
+    }
+
+    forged = await console.http.post("/ops/en/bulk/preview", data={**form, "csrf_token": "x" * 43})
+    blank = await console.http.post("/ops/en/bulk/preview", data={**form, "reason": ""})
+    slow = await console.http.post("/ops/en/bulk/preview", data={**form, "rate": "0"})
+    assert [forged.status_code, blank.status_code, slow.status_code] == [403, 422, 422]
+    assert "#reason-bulk" in blank.text and "#rate" in slow.text
+
+    preview = await console.http.post("/ops/en/bulk/preview", data=form)
+    assert preview.status_code == 200, preview.text
+    assert f'id="target-{console.tracking_id}-sin"' in preview.text and 'data-count="1"' in preview.text
+    assert "Nothing has been done yet" in preview.text
+    assert (await console.handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
+
+    # The API's dry run of the same selection, for the audit entries to be compared.
+    bearer = console.issuer.mint("supervisor-1", Role.SUPERVISOR, timedelta(minutes=10))
+    api = await console.http.post(
+        "/api/v1/ops/bulk",
+        headers={"Authorization": f"Bearer {bearer}"},
+        json={
+            "action": "retry",
+            "filter": {"system": "sin", "reason": "needs_attention"},
+            "reason": form["reason"],
+            "dry_run": True,
+        },
+    )
+    assert api.status_code == 200 and len(api.json()["targets"]) == 1
+
+    run = await console.http.post("/ops/en/bulk/run", data={**form, "rate": "20"})
+    assert run.status_code == 200, run.text
+    assert f'id="outcome-{console.tracking_id}-sin" data-accepted="true"' in run.text
+    assert '<dd id="bulk-accepted">1</dd>' in run.text and '<dd id="bulk-refused">0</dd>' in run.text
+    await wait_for(console.handle, lambda s: step(s, "sin").state is StepState.DONE)
+
+    entries = [e for e in console.audit() if e["action"] != "console.sign_in"]
+    console_preview, api_preview, bulk_run, retry = entries
+    assert said(console_preview) == said(api_preview)
+    assert console_preview["action"] == "bulk.retry.dry_run" and console_preview["outcome"] == "accepted"
+    assert console_preview["before"] == {
+        "filter": {"system": "sin", "reason": "needs_attention", "limit": 100}
+    }
+    assert console_preview["after"] == {"targets": 1, "accepted": 0, "refused": 0}
+    assert (bulk_run["action"], bulk_run["system"], bulk_run["after"]) == (
+        "bulk.retry",
+        "sin",
+        {"targets": 1, "accepted": 1, "refused": 0},
+    )
+    assert (retry["action"], retry["outcome"], retry["bundle"], retry["step"], retry["detail"]) == (
+        "retry",
+        "accepted",
+        console.tracking_id,
+        "sin",
+        "part of bulk.retry",
+    )
+    assert retry["before"] == {"state": "needs_attention"}
+
+
+async def test_supervisor_pauses_and_resumes_a_system_audited_like_the_api(console: Console) -> None:
+    await console.sign_in(Role.SUPERVISOR)
+    page = await console.http.get("/ops/fr/systems")
+    assert page.status_code == 200
+    assert 'id="system-esdc-sin" data-paused="false"' in page.text
+    assert "aucune tentative n'est comptée" in page.text  # what pausing does, in French
+    token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+
+    blank = await console.http.post("/ops/fr/systems/pause", data={"system": "esdc-sin", "csrf_token": token})
+    unknown = await console.http.post(
+        "/ops/fr/systems/pause", data={"system": "no-such-system", "reason": "x", "csrf_token": token}
+    )
+    assert [blank.status_code, unknown.status_code] == [422, 404]
+    assert "#pause-reason" in blank.text
+
+    paused = await console.http.post(
+        "/ops/fr/systems/pause",
+        data={"system": "esdc-sin", "reason": "maintenance planifiée", "csrf_token": token},
+    )
+    assert paused.status_code == 303
+    assert paused.headers["location"] == "/ops/fr/systems?done=pause&system=esdc-sin"
+    shown = await console.http.get(paused.headers["location"])
+    assert 'id="system-esdc-sin" data-paused="true"' in shown.text
+    assert 'id="resume-esdc-sin-rate"' in shown.text and "Les appels à esdc-sin sont suspendus" in shown.text
+    again = await console.http.post(
+        "/ops/fr/systems/pause", data={"system": "esdc-sin", "reason": "encore", "csrf_token": token}
+    )
+    assert again.status_code == 409 and "already paused" in again.text
+
+    bad_rate = await console.http.post(
+        "/ops/fr/systems/resume", data={"system": "esdc-sin", "rate": "vite", "csrf_token": token}
+    )
+    assert bad_rate.status_code == 422 and "#resume-esdc-sin-rate" in bad_rate.text
+    resumed = await console.http.post(
+        "/ops/fr/systems/resume",
+        data={"system": "esdc-sin", "rate": "2,5", "reason": "de retour", "csrf_token": token},
+    )
+    assert resumed.status_code == 303
+    after = await console.http.get(resumed.headers["location"])
+    assert 'id="system-esdc-sin" data-paused="false"' in after.text
+
+    # The API's pause of another system, for the audit entries to be compared.
+    bearer = console.issuer.mint("supervisor-1", Role.SUPERVISOR, timedelta(minutes=10))
+    api = await console.http.post(
+        "/api/v1/ops/systems/on-mto/pause",
+        headers={"Authorization": f"Bearer {bearer}"},
+        json={"reason": "maintenance planifiée"},
+    )
+    assert api.status_code == 200
+
+    entries = [e for e in console.audit() if e["action"] in {"pause", "resume"}]
+    assert [(e["action"], e["outcome"], e["system"], e["reason"]) for e in entries] == [
+        ("pause", "accepted", "esdc-sin", "maintenance planifiée"),
+        ("pause", "failed", "esdc-sin", "encore"),
+        ("resume", "accepted", "esdc-sin", "de retour"),
+        ("pause", "accepted", "on-mto", "maintenance planifiée"),
+    ]
+    console_pause, conflict, resume, api_pause = entries
+    assert console_pause["after"]["paused"] is True and console_pause["after"]["paused_by"] == "supervisor-1"
+    assert console_pause.keys() == api_pause.keys()
+    same = {"subject", "role", "action", "outcome", "reason", "before", "detail"}
+    assert {k: console_pause[k] for k in same} == {k: api_pause[k] for k in same}
+    assert "already paused" in conflict["detail"]
+    assert resume["after"]["paused"] is False and resume["after"]["release_per_s"] == 2.5
