@@ -368,8 +368,9 @@ class Journeys:
             "page_id": page_id,
             "page_number": self.pages.index(page_id) + 1,
             "page_count": len(self.pages),
-            # The review page posts to `…/submit`, so sending spends the web layer's submission budget.
-            "action": f"/{lang}/{self.definition.id}/{'submit' if page_id == REVIEW_PAGE else 'form'}",
+            "action": f"/{lang}/{self.definition.id}/form",
+            # Sending posts to `…/submit`, so it (and only it) spends the web layer's submission budget.
+            "submit_action": f"/{lang}/{self.definition.id}/submit",
             "sealed_draft": self.portal.sealer.seal(draft, self.definition.id),
             "values": draft.values,
             "consents": draft.consents or {},

@@ -287,7 +287,7 @@ async def test_personal_data_never_appears_in_an_address(browser: Browser) -> No
     consents = dict.fromkeys(CATALOGUE.get("newborn-on").consent_purposes, True)
     review = await browser.fill_journey("en", "newborn-on", journey, values, consents)
     # Back to a page and on again: every answer stays in the sealed draft, in the body only.
-    changed = await browser.post("/en/newborn-on/submit", review, {"goto": "child"})
+    changed = await browser.post("/en/newborn-on/form", review, {"goto": "child"})
     assert changed.page == "child"
     secrets = {v for v in values.values() if (len(v) >= 4 and not v.isdigit()) or len(v) >= 9}
     for url in browser.visited + changed.urls() + review.urls():

@@ -26,11 +26,13 @@
         return node.tagName === "GCDS-LANG-TOGGLE";
       });
       if (!onToggle) return;
-      var button = document.getElementById("switch-language");
-      if (!button) return;
+      var host = form.querySelector('gcds-button[value="language"]');
+      if (!host) return;
       event.preventDefault();
       event.stopPropagation();
-      button.click();
+      // The real <button> is inside the component's shadow root; clicking it submits the form.
+      var button = host.shadowRoot && host.shadowRoot.querySelector("button");
+      (button || host).click();
     }, true);
   }
 
