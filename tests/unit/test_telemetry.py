@@ -1,9 +1,10 @@
 """Telemetry without servers: outcome labels, the request span's scrubbing, trace export set-up,
-and what `/metrics` shows when Temporal cannot be read."""
+what `/metrics` shows when Temporal cannot be read; and the Temporal client's TLS settings."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.workflowservice.v1 import CountWorkflowExecutionsResponse
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from activities.models import (
     STEP_CLOSED,
@@ -29,6 +30,7 @@ from activities.models import (
 )
 from infra import telemetry
 from infra.settings import Settings
+from infra.temporal import tls_config
 
 
 @pytest.mark.parametrize(
@@ -148,3 +150,32 @@ async def test_a_hanging_temporal_does_not_hang_the_scrape(monkeypatch: pytest.M
     )
     await asyncio.wait_for(gauges.refresh_if_stale(), timeout=2)
     assert gauges.snapshot.read_ok is False
+
+
+# --- the client factory's connection settings (infra/temporal.py builds clients and their telemetry)
+
+
+def test_temporal_without_tls_by_default_with_it_for_an_api_key() -> None:
+    assert tls_config(Settings(environment="test")) is False
+    keyed = tls_config(Settings(environment="test", temporal_api_key="k"))
+    assert isinstance(keyed, TLSConfig)
+    assert keyed.server_root_ca_cert is None  # the system's CAs, as Temporal Cloud needs
+    assert keyed.client_cert is None
+
+
+def test_mutual_tls_reads_the_ca_certificate_and_key_files(tmp_path: Path) -> None:
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_bytes(f"-----{name}-----".encode())
+    settings = Settings(
+        environment="test",
+        temporal_tls_ca_file=tmp_path / "ca.pem",
+        temporal_tls_cert_file=tmp_path / "client.pem",
+        temporal_tls_key_file=tmp_path / "client.key",
+        temporal_tls_server_name="frontend.temporal.internal",
+    )
+    tls = tls_config(settings)
+    assert isinstance(tls, TLSConfig)
+    assert tls.server_root_ca_cert == b"-----ca.pem-----"
+    assert tls.client_cert == b"-----client.pem-----"
+    assert tls.client_private_key == b"-----client.key-----"
+    assert tls.domain == "frontend.temporal.internal"
