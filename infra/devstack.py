@@ -284,6 +284,22 @@ def services(settings: Settings) -> list[list[Service]]:
         "TELLONCE_BATCH_POLL_INTERVAL": "PT2S",
     }
     tellonce = [sys.executable, "-m", "infra.cli"]
+
+    def metrics_ports(role: str) -> dict[str, int]:
+        """A role's metrics ports (the API serves its own series on /metrics, so only the SDK's)."""
+        names = [f"{role}-sdk-metrics"] if role == "api" else [f"{role}-metrics", f"{role}-sdk-metrics"]
+        return {name: port(name) for name in names}
+
+    def metrics_env(role: str) -> dict[str, str]:
+        """Each role its own metrics ports and trace service name: shared ones would collide."""
+        env = {
+            "TELLONCE_SDK_METRICS_PORT": str(port(f"{role}-sdk-metrics")),
+            "TELLONCE_OTEL_SERVICE_NAME": f"tellonce-{role}",
+        }
+        if role != "api":
+            env["TELLONCE_METRICS_PORT"] = str(port(f"{role}-metrics"))
+        return env
+
     temporal = _TemporalProbes(settings)
     return [
         [
@@ -327,14 +343,21 @@ def services(settings: Settings) -> list[list[Service]]:
                 [("sandbox", sandbox_url), ("sandbox-sftp", f"sftp://{host}:{port('sandbox-sftp')}")],
                 child_env,
             ),
-            Service("worker", [*tellonce, "worker"], {}, temporal.worker_polling, [], child_env),
+            Service(
+                "worker",
+                [*tellonce, "worker"],
+                metrics_ports("worker"),
+                temporal.worker_polling,
+                [],
+                child_env | metrics_env("worker"),
+            ),
             Service(
                 "api",
                 [*tellonce, "api"],
-                {"api": port("api")},
+                {"api": port("api")} | metrics_ports("api"),
                 lambda: _http_ok(f"{api_url}/api/v1/health"),
                 [("portal", f"{api_url}/en/"), ("api", api_url), ("ops", f"{api_url}/ops/")],
-                child_env,
+                child_env | metrics_env("api"),
             ),
         ],
         [
@@ -342,10 +365,10 @@ def services(settings: Settings) -> list[list[Service]]:
             Service(
                 "streams",
                 [*tellonce, "streams"],
-                {"streams": port("streams")},
+                {"streams": port("streams")} | metrics_ports("streams"),
                 lambda: _http_ok(f"{streams_url}/health"),
                 [("streams", streams_url)],
-                child_env,
+                child_env | metrics_env("streams"),
             ),
         ],
     ]

@@ -37,6 +37,11 @@ PORT_OFFSETS: dict[str, int] = {
     "temporal-metrics": 1034,
     "temporal-ui": 1033,
     "kafka": 1892,
+    "api-sdk-metrics": 810,
+    "worker-metrics": 811,
+    "worker-sdk-metrics": 812,
+    "streams-metrics": 813,
+    "streams-sdk-metrics": 814,
 }
 """Each service's port is `port_base` plus its offset (base 7200: Temporal 7233, UI 8233, Kafka 9092)."""
 
