@@ -45,9 +45,13 @@ class WorkerSettings:
 
 
 def free_port_base(host: str = "127.0.0.1") -> int:
-    """A port base whose every port is free, chosen at random so parallel runs rarely collide."""
+    """A port base whose every port is free, chosen at random so parallel runs rarely collide.
+
+    Every port stays below 32768, where Linux's ephemeral range starts: a port there can be taken
+    by any outgoing connection between this check and the moment a service binds it.
+    """
     for _ in range(50):
-        base = 20_000 + secrets.randbelow(30_000)
+        base = 10_000 + secrets.randbelow(20_000)
         if all(port_is_free(host, base + offset) for offset in PORT_OFFSETS.values()):
             return base
     raise DevStackError("no free port range found for the bench's servers")
