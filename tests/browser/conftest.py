@@ -156,6 +156,8 @@ class Contexts:
     async def new(self, **options: Any) -> tuple[BrowserContext, RequestLog]:
         """A fresh context (desktop viewport unless told otherwise) and its request log."""
         context = await self.browser.new_context(**{"viewport": DESKTOP, **options})
+        # Pages answer in well under a second here: a missing element fails fast, not after 30 s.
+        context.set_default_timeout(10_000)
         log = RequestLog(self.origin)
         log.attach(context)
         self.logs.append(log)
