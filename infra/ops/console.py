@@ -219,11 +219,14 @@ def environments() -> dict[Language, Environment]:
         env.filters["when"] = _when
         env.filters["number"] = lambda value, _lang=language: format_decimal(value, locale=_lang)
         env.filters["field_id"] = field_id
-        env.filters["action_options"] = lambda kinds, step, _t=translations: [
+        # GCDS radios submit an option marked `checked`, not one given as their `value` attribute
+        # until it is clicked: the preselected action is marked so.
+        env.filters["action_options"] = lambda kinds, step, current="", _t=translations: [
             {
                 "id": f"action-{step}-{kind}",
                 "label": _t.gettext(ACTION_WORDS[OpsActionKind(kind)]),
                 "value": kind,
+                **({"checked": True} if kind == current else {}),
             }
             for kind in kinds
         ]

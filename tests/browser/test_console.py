@@ -32,6 +32,7 @@ from bundles.plan import BundlePlan, resolve_plan
 from bundles.submissions.validation import validate_submission
 from infra.ops.auth import LocalIssuer, Role
 from infra.ops.console import field_id
+from infra.ops.engine import OpsEngine
 from tests.browser.conftest import Contexts, Portal
 from tests.browser.journey import ready
 from tests.browser.support import axe_check
@@ -179,3 +180,98 @@ async def test_stuck_list_timeline_then_an_amend_refused_then_accepted(
         assert [entry["fields"]["subject"]["surname"] for entry in ledger] == ["Tremblay"]
     finally:
         await portal.sandbox.clear_faults(SYSTEM)
+
+
+async def listed_all(page: Page, url: str, tracking_ids: list[str]) -> None:
+    """Reload the filtered stuck list until every bundle shows (visibility lags by seconds)."""
+    for _ in range(40):
+        await page.goto(url)
+        await ready(page)
+        counts = [await page.locator(f"#bundle-{t}").count() for t in tracking_ids]
+        if all(counts):
+            return
+        await page.wait_for_timeout(500)
+    pytest.fail(f"{tracking_ids} never all appeared in the stuck list")
+
+
+async def test_supervisor_bulk_retries_after_a_preview_then_pauses_and_resumes_a_system(
+    portal: Portal, contexts: Contexts
+) -> None:
+    plan, surname = certificate_plan()
+    # Tracking ids sharing a prefix, so the sandbox's review rule holds these two bundles only.
+    shared = uuid.uuid4().hex[:12]
+    tracking_ids = [f"{shared[:8]}-{shared[8:]}-{str(uuid.uuid4())[14:]}" for _ in range(2)]
+    prefix = tracking_ids[0][:13]
+    await portal.sandbox.set_faults(
+        SYSTEM,
+        review_when={"field": "subject.surname", "equals": surname, "code": "name_check"},
+        key_prefix=prefix,
+    )
+    try:
+        handles = [
+            await start(portal.client, plan, portal.settings.task_queue_prefix, t) for t in tracking_ids
+        ]
+        for handle in handles:
+            await needs_attention(handle)
+        # The name check is settled at the source: a retry now goes through.
+        await portal.sandbox.clear_faults(SYSTEM)
+        token = LocalIssuer.for_settings(portal.settings).mint(
+            "supervisor-zoe", Role.SUPERVISOR, timedelta(minutes=10)
+        )
+        context, _ = await contexts.new()
+        page = await context.new_page()
+        await page.goto(f"{portal.url}/ops/en/sign-in")
+        await ready(page)
+        await page.locator("#token-input").fill(token)
+        await submit(page, "sign-in")
+
+        await listed_all(page, f"{portal.url}/ops/en/?system={SYSTEM}&reason=needs_attention", tracking_ids)
+        async with page.expect_navigation():
+            await page.locator("#bulk-link").click()
+        await ready(page)
+        assert "/ops/en/bulk?system=on-certificates&reason=needs_attention" in page.url
+        await axe_check(page, "console bulk form")
+        await page.locator("#reason-bulk-input").fill("name check settled with the registrar")
+        await submit(page, "bulk-preview")
+        assert page.url.endswith("/ops/en/bulk/preview")  # the filter went in the body
+        for tracking_id in tracking_ids:
+            row = await page.locator(f"#target-{tracking_id}-{STEP}").inner_text()
+            assert "Needs attention" in row and "same idempotency key" in row
+        assert int(await page.locator("#bulk-count").get_attribute("data-count") or 0) >= 2
+        await axe_check(page, "console bulk preview")
+        for handle in handles:  # a preview changes nothing
+            assert (await handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
+
+        await submit(page, "bulk-confirm")
+        for tracking_id in tracking_ids:
+            outcome = page.locator(f"#outcome-{tracking_id}-{STEP}")
+            assert await outcome.get_attribute("data-accepted") == "true"
+        await axe_check(page, "console bulk report")
+        for handle, tracking_id in zip(handles, tracking_ids, strict=True):
+            assert (await handle.result()).state is BundleState.COMPLETED
+            # The retry reused the step's idempotency key: one effect per bundle.
+            assert len(await portal.sandbox.ledger(SYSTEM, key_prefix=tracking_id)) == 1
+
+        async with page.expect_navigation():
+            await page.locator(".console-nav a[href='/ops/en/systems']").click()
+        await ready(page)
+        row = page.locator(f"#system-{SYSTEM}")
+        assert await row.get_attribute("data-paused") == "false"
+        await axe_check(page, "console legacy systems")
+        await page.locator("#pause-system-select").select_option(SYSTEM)
+        await page.locator("#pause-reason-input").fill("registrar maintenance tonight")
+        await submit(page, "pause")
+        assert await row.get_attribute("data-paused") == "true"
+        assert "registrar maintenance tonight" in await row.inner_text()
+        assert await page.locator("#done").count() == 1
+        await axe_check(page, "console legacy systems, one paused")
+
+        await page.locator(f"#resume-{SYSTEM}-rate-input").fill("5")
+        await submit(page, f"resume-{SYSTEM}")
+        assert await row.get_attribute("data-paused") == "false"
+        assert "5 per second" in await row.inner_text()
+    finally:
+        await portal.sandbox.clear_faults(SYSTEM)
+        state = await OpsEngine(portal.client, portal.settings).system_state(SYSTEM)
+        if state.paused:  # leave the session's other tests a system that answers
+            await OpsEngine(portal.client, portal.settings).resume(SYSTEM, "tests", "test over")
