@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from infra.portal import assets as static_assets
 from infra.portal.assets import (
     FONTS_URL,
-    GCDS_DIST,
-    GCDS_FONTS,
     GCDS_URL,
     MISSING_MESSAGE,
     OWN_STATIC,
@@ -55,8 +54,10 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
     async def fonts_css() -> Response:
         return Response(assets.fonts_css, media_type=CSS_MEDIA_TYPE)
 
-    app.mount(GCDS_URL, StaticFiles(directory=GCDS_DIST, check_dir=False), name="gcds")
-    app.mount(FONTS_URL, StaticFiles(directory=GCDS_FONTS, check_dir=False), name="gcds-fonts")
+    if assets.available:
+        # Without them (no `make install`) their addresses answer 404, never a 500.
+        app.mount(GCDS_URL, StaticFiles(directory=static_assets.GCDS_DIST), name="gcds")
+        app.mount(FONTS_URL, StaticFiles(directory=static_assets.GCDS_FONTS), name="gcds-fonts")
     app.mount(OWN_URL, StaticFiles(directory=OWN_STATIC), name="portal-static")
     app.include_router(router())
 

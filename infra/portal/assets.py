@@ -76,7 +76,7 @@ def local_fonts_css(fonts: Path) -> str:
 def load_assets() -> Assets:
     """Read and rewrite the stylesheets; `available` is False when `make install` has not run."""
     stylesheet = GCDS_DIST / "gcds.css"
-    if not stylesheet.is_file() or not GCDS_FONTS.is_dir():
+    if not stylesheet.is_file() or not GCDS_FONTS.is_dir():  # read at call time: tests move them
         return Assets(available=False, gcds_css="", fonts_css="")
     return Assets(
         available=True,
