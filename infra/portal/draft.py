@@ -9,7 +9,6 @@ data never appears in a URL, a cookie or a log.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -37,14 +36,17 @@ class Draft(BaseModel):
     values: dict[str, str] = Field(default_factory=dict)
     consents: dict[str, bool] | None = None
     """None until the consent page has been answered."""
-    reached: int = 0
-    """The furthest page index completed, so the review page is reached only through every page."""
+    reached: int = -1
+    """The furthest page index completed (-1: none), so the review is reached only through every page."""
     expires: float = 0.0
 
     def idempotency_key(self) -> str:
-        """The key the portal submits with: the same journey and answers give the same bundle."""
-        digest = hashlib.sha256(json.dumps([self.values, self.consents], sort_keys=True).encode()).hexdigest()
-        return f"portal:{self.journey}:{digest[:16]}"
+        """The key the portal submits with: one journey is one bundle, however often it is sent.
+
+        A resend with the same answers gets the same bundle back; with changed answers the intake
+        refuses it (`IdempotencyConflict`) rather than start a second bundle.
+        """
+        return f"portal:{self.journey}"
 
 
 class DraftInvalid(Exception):  # noqa: N818 - "invalid" is what the page tells the resident

@@ -650,8 +650,8 @@ async def advance(journeys: Journeys, draft: Draft, page_id: str, form: FormData
     if action == "back":
         return journeys.render(pages[max(index - 1, 0)], draft)
     if index > draft.reached + 1:
-        # A page posted out of order (an old tab): go to the furthest page reached instead.
-        return journeys.render(pages[min(draft.reached, len(pages) - 1)], draft)
+        # A page posted out of order (an old tab, a forged page id): the first page not done yet.
+        return journeys.render(pages[draft.reached + 1], draft)
     if page_id == REVIEW_PAGE:
         return await submit(journeys, draft)
     errors = journeys.check(draft, page_id)
@@ -687,7 +687,12 @@ async def submit(journeys: Journeys, draft: Draft) -> Response:
         target = journeys.first_page_with(exc.errors)
         shown = [e for e in exc.errors if _on_page(journeys, e, target)]
         return journeys.render(target, draft, shown, status=422)
-    except (RPCError, RecordStoreUnavailable, IdempotencyConflict) as exc:
+    except IdempotencyConflict:
+        # This journey was already sent with other answers: a second bundle would tell every
+        # program twice, so the resident withdraws the first or starts a new form.
+        log.info("portal.already_sent", bundle_id=journeys.definition.id)
+        return journeys.render(REVIEW_PAGE, draft, status=409, notice="already_sent")
+    except (RPCError, RecordStoreUnavailable) as exc:
         log.warning("portal.submit_unavailable", bundle_id=journeys.definition.id, error=type(exc).__name__)
         return journeys.render(REVIEW_PAGE, draft, status=503, notice="unavailable")
     log.info("portal.submitted", bundle=accepted.tracking_id, bundle_id=journeys.definition.id)

@@ -84,6 +84,14 @@ async def test_a_change_of_address_sent_in_french_from_the_pages_reaches_every_p
     # A second click on "send" (the same review page again) is the same request, not a second one.
     again = await browser.submit("fr", BUNDLE, review)
     assert found(TRACKING, again) == tracking_id
+    # The same form sent again with other answers is refused, not made into a second request.
+    change = await browser.post(f"/fr/{BUNDLE}/form", review, {"goto": "contact"})
+    assert change.page == "contact"
+    edited = await browser.post(f"/fr/{BUNDLE}/form", change, {"contact.phone": "613-555-0199"})
+    assert edited.page == "review"
+    refused = await browser.submit("fr", BUNDLE, edited)
+    assert refused.status == 409
+    assert "Ce formulaire a déjà été envoyé" in refused.text
 
     # The confirmation granted this browser the status page: it moves to the end by itself.
     page = await browser.get(f"/fr/status/{tracking_id}")
