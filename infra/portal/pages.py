@@ -27,7 +27,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from bundles.models import BundleDefinition, LocalizedText
-from bundles.plan import resolve_plan
+from bundles.plan import resolve_plan, steps_after_pivot
 from bundles.submissions import FieldError, SubmissionInvalid, validate_submission
 from infra.intake import IdempotencyConflict, Intake
 from infra.portal.draft import Draft, DraftInvalid, DraftSealer
@@ -239,6 +239,8 @@ class Recipient:
     optional: bool
     without_consent: LocalizedText | None
     not_applicable: LocalizedText | None
+    on_failure: str = "continues"
+    """If the program cannot act: `continues` (optional), `staff` (an agent follows up) or `undone`."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,14 @@ def recipients(
         planned = {step.id: step for step in plan.steps}
     always: list[Recipient] = []
     by_purpose: dict[str, list[Recipient]] = {}
+    after_pivot = steps_after_pivot(definition)
     for step in definition.steps:
+        if step.optional:
+            on_failure = "continues"
+        elif definition.roll_back_on_failure == "always" or step.id not in after_pivot:
+            on_failure = "undone"
+        else:
+            on_failure = "staff"
         plan_step = planned.get(step.id)
         not_applicable = plan_step.skip_message if plan_step is not None and plan_step.skip else None
         recipient = Recipient(
@@ -308,6 +317,7 @@ def recipients(
             optional=step.optional,
             without_consent=step.without_consent,
             not_applicable=not_applicable,
+            on_failure=on_failure,
         )
         if step.consent is None:
             always.append(recipient)

@@ -218,6 +218,9 @@ async def test_a_rule_on_a_whole_section_sends_the_resident_back_to_the_field_th
         answers = {spec.path: flatten(data).get(spec.path, "") for spec in form_page.fields}
         page = await browser.post("/fr/address-change-on/form", page, answers)
     assert page.page == "consent"
+    # A change of address is all or nothing: a required program's refusal undoes the others.
+    cra = page.text[page.text.index('id="purpose-cra_address"') :]
+    assert "Essentiel une fois choisi" in cra[: cra.index("</section>")]
     choices = {f"consents.{p}": "no" for p in definition.consent_purposes}
     back = await browser.post("/fr/address-change-on/form", page, choices)
     assert back.status == 422
@@ -244,6 +247,11 @@ async def test_the_consent_page_lists_each_program_and_exactly_what_it_receives(
     assert "Birth parent: Social Insurance Number" in ccb
     assert "Birth parent: Marital status" not in ccb
     assert "Canada Revenue Agency" in ccb
+    # What happens if a program cannot act follows the bundle's rules: after the registration
+    # (the pivot) staff follow up; an optional program never holds the rest back.
+    assert "our staff follow it up" in ccb
+    resp = text[text.index('id="purpose-resp_referral"') :]
+    assert "Optional: if this program cannot act" in resp[: resp.index("</section>")]
     # The birth registration needs no consent: it is explained as always included.
     assert "Always included" in text
     # Unanswered choices are errors at each choice.
