@@ -600,7 +600,13 @@ def router() -> APIRouter:  # noqa: PLR0915 - one place lists every page of the 
             request,
             page_lang,
             "start.html",
-            {"definition": definition, "journey": journey, "always": always, "choices": choices},
+            {
+                "definition": definition,
+                "journey": journey,
+                "always": always,
+                "choices": choices,
+                "data_labels": lambda r: data_labels(journey, r.data),
+            },
         )
 
     @pages.get("/{lang}/{bundle_id}/form", response_class=HTMLResponse)
