@@ -44,7 +44,7 @@ from infra.records import RecordStoreUnavailable, open_record_store, public_reco
 from infra.settings import Settings
 from infra.telemetry import mount_metrics
 from infra.temporal import connect
-from infra.websecurity import secure_app
+from infra.websecurity import body_limit, secure_app
 from workflows.bundle import BundleWorkflow
 from workflows.models import BundleState, BundleStatus, StepState, WithdrawRequest
 
@@ -240,7 +240,7 @@ def create_app(settings: Settings, intake: Intake | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and not length.isdigit():
             return problem(400, "Invalid Content-Length", BAD_LENGTH, path="Content-Length")
-        if length is not None and int(length) > MAX_BODY_BYTES:
+        if length is not None and int(length) > body_limit(request.url.path):
             return problem(413, "Request too large", TOO_LARGE)
         return await call_next(request)
 

@@ -45,18 +45,25 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bundles.models import LocalizedText
+from infra.ops.codec_server import CODEC_PATH, MAX_CODEC_BODY
+from infra.settings import RateLimit, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-    from infra.settings import RateLimit, Settings
 
 log = structlog.get_logger("tellonce.websecurity")
 
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body, the same bound as the API's (`infra.api.MAX_BODY_BYTES`)."""
+
+
+def body_limit(path: str) -> int:
+    """Largest body a path takes: the Temporal UI's codec calls carry whole histories' payloads."""
+    return MAX_CODEC_BODY if path.startswith(CODEC_PATH) else MAX_BODY_BYTES
+
+
 ASSETS_PREFIX = "/assets/"
-"""Static files: cached for a year, so each file's path must change with its content (a version in it)."""
+"""Static files: cached (for a year when their path names their version)."""
 API_PREFIX = "/api/"
 """The JSON API authenticates with headers (access code, bearer token), never cookies: no CSRF check."""
 DOCS_PATH = "/api/v1/docs"
@@ -97,6 +104,10 @@ PERMISSIONS_POLICY = ", ".join(
     )
 )
 ASSET_CACHE = "public, max-age=31536000, immutable"
+"""For assets whose path names their version: a new version is a new address."""
+UNVERSIONED_ASSET_CACHE = "public, max-age=3600"
+"""For assets at a fixed address (GCDS, the portal's files): an upgrade reaches browsers within an hour."""
+_VERSION_SEGMENT = re.compile(r"/\d+\.\d+\.\d+/")
 HSTS = "max-age=31536000; includeSubDomains"
 
 Budget = Literal["submit", "status", "withdraw"]
@@ -311,7 +322,11 @@ class SecurityHeaders:
         if secure:
             headers["Strict-Transport-Security"] = HSTS
         asset = str(scope.get("path", "")).startswith(ASSETS_PREFIX) and status < 400
-        headers["Cache-Control"] = ASSET_CACHE if asset else "no-store"
+        if asset:
+            versioned = _VERSION_SEGMENT.search(str(scope.get("path", ""))) is not None
+            headers["Cache-Control"] = ASSET_CACHE if versioned else UNVERSIONED_ASSET_CACHE
+        else:
+            headers["Cache-Control"] = "no-store"
         if not asset and "pragma" not in headers:
             headers["Pragma"] = "no-cache"
         new_id = scope.get("state", {}).get(_STATE_NEW_CSRF_ID)
@@ -368,14 +383,15 @@ class BodyGuard:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         api = scope["path"].startswith(API_PREFIX)
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        max_bytes = body_limit(scope["path"]) if self.max_bytes == MAX_BODY_BYTES else self.max_bytes
+        if length is not None and length.isdigit() and int(length) > max_bytes:
             await refusal(scope, 413)(scope, receive, send)
             return
         if api and length is not None:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, max_bytes)
         except _ClientGone:
             return  # nobody to answer
         refused: int | Literal[False] = 413 if body is None else False
@@ -386,7 +402,7 @@ class BodyGuard:
             return
         await self.app(scope, _Replay(body or b"", receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive, max_bytes: int) -> bytes | None:
         """The whole body, or None past `max_bytes`."""
         body = bytearray()
         more = True
@@ -396,7 +412,7 @@ class BodyGuard:
                 raise _ClientGone
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
+            if len(body) > max_bytes:
                 return None
         return bytes(body)
 

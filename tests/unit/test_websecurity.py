@@ -25,6 +25,7 @@ from bundles.catalogue import Catalogue
 from infra.api import MAX_BODY_BYTES as API_MAX_BODY_BYTES
 from infra.api import create_app
 from infra.intake import Intake
+from infra.ops.codec_server import CODEC_PATH, MAX_CODEC_BODY
 from infra.settings import RateLimit, Settings
 from infra.websecurity import (
     MAX_BODY_BYTES,
@@ -478,3 +479,26 @@ async def test_a_chunked_form_within_the_bound_reaches_the_route_whole(web: http
     )
     assert answer.status_code == 200, answer.text[:300]
     assert f"('filler', '{filler}')" in answer.text
+
+
+async def test_the_codec_endpoint_takes_a_history_sized_body_and_no_more(web: httpx.AsyncClient) -> None:
+    # The Temporal UI decodes a history's payloads in one call: far above the form bound.
+    large = b"x" * (MAX_BODY_BYTES * 2)
+    within = await web.post(
+        f"{CODEC_PATH}/decode", content=large, headers={"Content-Type": "application/json"}
+    )
+    assert within.status_code != 413
+    beyond = await web.post(
+        f"{CODEC_PATH}/decode",
+        content=b"x" * (MAX_CODEC_BODY + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert beyond.status_code == 413
+
+
+async def test_unversioned_assets_are_cached_briefly_so_upgrades_arrive(
+    web: httpx.AsyncClient,
+) -> None:
+    answer = await web.get("/assets/portal/portal.js")
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "public, max-age=3600"
