@@ -38,6 +38,7 @@ from infra.ops.models import (
     StuckReason,
     SystemHealth,
     SystemState,
+    TargetRef,
 )
 from infra.settings import Settings
 from workflows.bundle import BundleWorkflow
@@ -332,17 +333,42 @@ class OpsEngine:
         dry_run: bool,
         rate_per_s: float = 10,
         step_system: str | None = None,
+        only: Sequence[TargetRef] | None = None,
     ) -> BulkReport:
         """Apply one action to every target `select` finds, at most `rate_per_s` bundles a second.
 
-        With `dry_run`, only the targets and what the action would do; nothing is sent.
+        With `dry_run`, only the targets and what the action would do; nothing is sent. With
+        `only` (the targets a preview listed), the action touches just those of them the filter
+        still selects: a bundle that became stuck since the preview is left alone, and a previewed
+        one the filter no longer selects is reported refused, untouched.
+
+        Raises:
+            ValueError: the action is amend (it has no bulk form).
         """
         if action is OpsActionKind.AMEND:
             raise ValueError("amend is per bundle: corrected data differs from one bundle to the next")
         targets = await self.select(filters, action, step_system)
+        gone: list[ActionOutcome] = []
+        if only is not None:
+            pinned = {(t.tracking_id, t.step_id) for t in only}
+            selected = {(t.tracking_id, t.step_id) for t in targets}
+            targets = [t for t in targets if (t.tracking_id, t.step_id) in pinned]
+            gone = [
+                ActionOutcome(
+                    tracking_id=t.tracking_id,
+                    step_id=t.step_id,
+                    action=action,
+                    accepted=False,
+                    message="not selected any more: it changed since the preview",
+                )
+                for t in only
+                if (t.tracking_id, t.step_id) not in selected
+            ]
         report = BulkReport(action=action, dry_run=dry_run, targets=targets)
         if dry_run:
             return report
+        report.outcomes.extend(gone)
+        report.refused += len(gone)
         gap = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         loop = asyncio.get_running_loop()
         for target in targets:
@@ -381,6 +407,7 @@ class OpsEngine:
         """Hold every call to a legacy system (nothing sent, no attempt counted) until resumed.
 
         Raises:
+            LookupError: the deployment knows no such system.
             ValueError: the system is already paused.
         """
         handle = await self._control(system_id)
@@ -400,6 +427,7 @@ class OpsEngine:
         system's configured rate).
 
         Raises:
+            LookupError: the deployment knows no such system.
             ValueError: the system is not paused.
         """
         handle = await self._control(system_id)
@@ -414,7 +442,11 @@ class OpsEngine:
         return state
 
     async def system_state(self, system_id: str) -> SystemState:
-        """One system's control state (paused, breaker, held calls, error rate)."""
+        """One system's control state (paused, breaker, held calls, error rate).
+
+        Raises:
+            LookupError: the deployment knows no such system.
+        """
         handle = await self._control(system_id)
         state: SystemState = await handle.query(SystemControlWorkflow.state)
         return state
@@ -422,7 +454,7 @@ class OpsEngine:
     async def systems(self, system_ids: Sequence[str] | None = None) -> list[SystemHealth]:
         """Per legacy system: steps in flight and retrying (from visibility), paused and breaker
         state, held calls and error rate (from its control workflow)."""
-        ids = sorted(system_ids or self.settings.legacy_systems.keys() | set(KNOWN_ADAPTERS))
+        ids = sorted(system_ids or known_systems(self.settings))
         return list(await asyncio.gather(*(self._health(s) for s in ids)))
 
     async def _health(self, system_id: str) -> SystemHealth:
@@ -450,8 +482,20 @@ class OpsEngine:
         )
 
 
+def known_systems(settings: Settings) -> list[str]:
+    """The legacy systems a deployment knows: its adapters and any configured one."""
+    return sorted(set(KNOWN_ADAPTERS) | settings.legacy_systems.keys())
+
+
 async def start_system_control(client: Client, settings: Settings, system_id: str) -> Any:
-    """Start a system's control workflow, or find the one running (`USE_EXISTING`)."""
+    """Start a system's control workflow, or find the one running (`USE_EXISTING`).
+
+    Raises:
+        LookupError: the deployment knows no such system (a control workflow would otherwise
+            start for any id it is given, and stay running).
+    """
+    if system_id not in known_systems(settings):
+        raise LookupError(f"no legacy system {system_id}")
     limits = settings.legacy_system(system_id)
     return await client.start_workflow(
         SystemControlWorkflow.run,

@@ -37,6 +37,7 @@ __all__ = [
     "StuckReason",
     "SystemHealth",
     "SystemState",
+    "TargetRef",
 ]
 
 
@@ -144,6 +145,13 @@ class ActionTarget(_Model):
     state: str
     action: OpsActionKind
     would: str = Field(description="What the action would do, in plain words.")
+
+
+class TargetRef(_Model):
+    """One target of a bulk action as a preview listed it: a bundle's step, or the bundle (withdraw)."""
+
+    tracking_id: str = Field(max_length=64)
+    step_id: str | None = Field(default=None, max_length=64)
 
 
 class BulkReport(_Model):

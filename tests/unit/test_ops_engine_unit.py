@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra.ops.engine import OpsEngine
+import pytest
+
+from infra.ops.engine import OpsEngine, known_systems, start_system_control
 from infra.ops.models import StuckFilter, StuckReason
 from infra.settings import Settings
 from workflows.models import BundleStatus, BundleTimelineView, StepState, StepStatus, StepTimelineView
@@ -76,3 +78,17 @@ def test_a_valid_amendment_has_no_errors() -> None:
     assert (
         engine()._amend_errors(view(PAYLOAD), "birth_certificate", {"child": {"surname": "Bélanger"}}) == []
     )
+
+
+async def test_an_unknown_system_is_refused_by_the_engine_before_temporal_is_asked() -> None:
+    # The client is None: reaching Temporal would raise AttributeError, not LookupError.
+    ops = engine()
+    with pytest.raises(LookupError, match="no legacy system no-such-system"):
+        await ops.pause("no-such-system", "ops-lead", "planned")
+    with pytest.raises(LookupError):
+        await ops.resume("no-such-system", "ops-lead", "back")
+    with pytest.raises(LookupError):
+        await ops.system_state("no-such-system")
+    with pytest.raises(LookupError):
+        await start_system_control(None, ops.settings, "no-such-system")  # type: ignore[arg-type]  # never reached
+    assert "esdc-sin" in known_systems(ops.settings)
