@@ -37,23 +37,22 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 from temporalio.service import RPCError
 
-from adapters.registry import KNOWN_ADAPTERS
 from bundles.models import LocalizedText
 from infra.crypto import KeyringError
 from infra.ops.audit import AuditRecord, Outcome, now
 from infra.ops.auth import AuthError, Principal, Role
-from infra.ops.http import NEEDED, OpsAccess
+from infra.ops.engine import known_systems
+from infra.ops.http import CONTROL_ROLE, NEEDED, BulkRequest, OpsAccess, bulk_name, bulk_role
 from infra.ops.models import (
-    ActionOutcome,
+    ActionTarget,
     BreakerState,
-    BulkReport,
     BundleTimeline,
     FieldError,
     OpsAction,
     OpsActionKind,
     StuckFilter,
     StuckReason,
-    SystemState,
+    TargetRef,
 )
 from infra.portal.draft import portal_keyring
 from infra.websecurity import csrf_token
@@ -219,6 +218,7 @@ def environments() -> dict[Language, Environment]:
         env.filters["when"] = _when
         env.filters["number"] = lambda value, _lang=language: format_decimal(value, locale=_lang)
         env.filters["field_id"] = field_id
+        env.filters["target_value"] = target_value
         # GCDS radios submit an option marked `checked`, not one given as their `value` attribute
         # until it is clicked: the preselected action is marked so.
         env.filters["action_options"] = lambda kinds, step, current="", _t=translations: [
@@ -419,185 +419,18 @@ class Console:
         system: str | None = None,
         reason: str | None = None,
     ) -> Principal:
-        """The operator, if their role suffices; otherwise the refusal is audited as the API does.
+        """The operator, if their role suffices (the API's check); otherwise the refusal is audited.
 
         Raises:
             ConsoleRefused: 403, the role is too low.
         """
-        if not session.role.allows(needed):
-            await self.access.record(
-                AuditRecord(
-                    at=now(),
-                    subject=session.subject,
-                    role=session.role.value,
-                    action=action,
-                    outcome=Outcome.DENIED,
-                    bundle=bundle,
-                    step=step,
-                    system=system,
-                    reason=reason,
-                    detail="role_too_low",
-                )
+        try:
+            await self.access.check(
+                session.principal, needed, action, bundle=bundle, step=step, system=system, reason=reason
             )
-            raise ConsoleRefused(lang, 403, needed)
+        except AuthError:
+            raise ConsoleRefused(lang, 403, needed) from None
         return session.principal
-
-    async def audit_personal_view(self, principal: Principal, tracking_id: str, detail: str) -> None:
-        """Record a view of a bundle's personal data, as the API records its own."""
-        await self.access.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action="view.personal_data",
-                outcome=Outcome.ACCEPTED,
-                bundle=tracking_id,
-                detail=detail,
-            )
-        )
-
-    async def act(
-        self, request: Request, principal: Principal, tracking_id: str, action: OpsAction
-    ) -> ActionOutcome:
-        """One action through the engine, audited with the same entry the API writes.
-
-        Raises:
-            LookupError: no such bundle (audited).
-            RPCError: Temporal is out of reach (audited).
-        """
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=action.action.value,
-            outcome=Outcome.FAILED,
-            bundle=tracking_id,
-            step=action.step_id,
-            reason=action.reason,
-        )
-        try:
-            outcome = await self.access.engine(request).act(tracking_id, action)
-        except LookupError:
-            await self.access.record(entry.model_copy(update={"detail": "no such bundle"}))
-            raise
-        except RPCError as exc:
-            await self.access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
-            raise
-        await self.access.record(
-            entry.model_copy(
-                update={
-                    "outcome": Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
-                    "before": {"state": outcome.before},
-                    "after": {"state": outcome.after},
-                    "detail": outcome.message,
-                }
-            )
-        )
-        return outcome
-
-    async def bulk(
-        self,
-        request: Request,
-        principal: Principal,
-        filters: StuckFilter,
-        kind: OpsActionKind,
-        reason: str,
-        *,
-        dry_run: bool,
-        rate_per_s: float = BULK_RATE,
-    ) -> BulkReport:
-        """One action on every stuck bundle the filter selects, audited with the API's entries:
-        one for the run (`bulk.<action>`, `.dry_run` for a preview) with the filter and the
-        counts, then one per bundle it changed, as a single action would be.
-
-        Raises:
-            RPCError: Temporal is out of reach (not audited, as the API does not).
-        """
-        name = bulk_name(kind, dry_run=dry_run)
-        report = await self.access.engine(request).bulk(
-            filters, kind, principal.subject, reason, dry_run=dry_run, rate_per_s=rate_per_s
-        )
-        await self.access.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action=name,
-                outcome=Outcome.ACCEPTED,
-                system=filters.system,
-                reason=reason,
-                before={"filter": filters.model_dump(mode="json", exclude_none=True)},
-                after={
-                    "targets": len(report.targets),
-                    "accepted": report.accepted,
-                    "refused": report.refused,
-                },
-            )
-        )
-        for outcome in report.outcomes:
-            await self.access.record(
-                AuditRecord(
-                    at=now(),
-                    subject=principal.subject,
-                    role=principal.role.value,
-                    action=kind.value,
-                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
-                    bundle=outcome.tracking_id,
-                    step=outcome.step_id,
-                    reason=reason,
-                    before={"state": outcome.before},
-                    after={"state": outcome.after},
-                    detail=f"part of {name}",
-                )
-            )
-        return report
-
-    async def control(
-        self,
-        request: Request,
-        principal: Principal,
-        *,
-        action: Literal["pause", "resume"],
-        system: str,
-        reason: str,
-        rate: float | None = None,
-    ) -> SystemState:
-        """Pause or resume calls to a legacy system, audited as the API's routes audit it.
-
-        Raises:
-            ValueError: already paused, or not paused (audited as failed, with the engine's words).
-            RPCError: Temporal is out of reach (audited as failed).
-        """
-        engine = self.access.engine(request)
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=action,
-            outcome=Outcome.FAILED,
-            system=system,
-            reason=reason,
-        )
-        try:
-            if action == "pause":
-                state = await engine.pause(system, principal.subject, reason)
-            else:
-                state = await engine.resume(system, principal.subject, reason, release_per_s=rate)
-        except ValueError as exc:
-            await self.access.record(entry.model_copy(update={"detail": str(exc)}))
-            raise
-        except RPCError as exc:
-            await self.access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
-            raise
-        await self.access.record(
-            entry.model_copy(
-                update={
-                    "outcome": Outcome.ACCEPTED,
-                    "after": state.model_dump(mode="json", exclude_none=True),
-                }
-            )
-        )
-        return state
 
     async def timeline(
         self, request: Request, lang: Language, tracking_id: str, *, include_personal: bool = False
@@ -613,16 +446,6 @@ class Console:
             raise ConsoleRefused(lang, 404) from None
         except RPCError:
             raise ConsoleRefused(lang, 503) from None
-
-
-def bulk_name(kind: OpsActionKind, *, dry_run: bool) -> str:
-    """The audit trail's name of a bulk run (the API's): `bulk.retry`, `bulk.retry.dry_run`."""
-    return f"bulk.{kind.value}" + (".dry_run" if dry_run else "")
-
-
-def known_systems(settings: Settings) -> list[str]:
-    """The legacy systems a deployment knows: its adapters and any configured one."""
-    return sorted(set(KNOWN_ADAPTERS) | settings.legacy_systems.keys())
 
 
 def console_of(request: Request) -> Console:
@@ -748,7 +571,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 "bundles": bundles,
                 "values": values,
                 "filter_query": _filter_query(values),
-                "can_bulk": session.role.allows(Role.SUPERVISOR),
+                "can_bulk": session.role.allows(bulk_role(dry_run=True)),
                 "errors": errors,
                 "reasons": list(StuckReason),
                 "systems": known_systems(console.settings),
@@ -775,7 +598,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             principal = await console.allow(session, language_, Role.VIEWER, "show", bundle=tracking_id)
         shown = await console.timeline(request, language_, tracking_id, include_personal=personal)
         if personal:
-            await console.audit_personal_view(principal, tracking_id, "steps' data shown (console)")
+            await console.access.record_personal_view(principal, tracking_id, "steps' data shown (console)")
         return _timeline_page(request, console, lang=language_, session=session, shown=shown, extra={})
 
     @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/bundles/{{tracking_id}}/actions")
@@ -807,7 +630,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         problem = _reason_error(reason)
         if problem is None and kind is not OpsActionKind.AMEND:
             try:
-                outcome = await console.act(
+                outcome = await console.access.perform(
                     request,
                     principal,
                     tracking_id,
@@ -846,7 +669,9 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         step = next((s for s in shown.steps if s.status.id == step_id), None)
         if step is None:
             raise ConsoleRefused(language_, 404)
-        await console.audit_personal_view(principal, tracking_id, f"step {step_id}'s data shown to amend it")
+        await console.access.record_personal_view(
+            principal, tracking_id, f"step {step_id}'s data shown to amend it"
+        )
         fields = [(path, _shown(value)) for path, value in leaves(step.payload or {})]
         return console.render(
             request,
@@ -887,7 +712,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         else:
             changes = amended_fields(payload, form)
             try:
-                outcome = await console.act(
+                outcome = await console.access.perform(
                     request,
                     principal,
                     tracking_id,
@@ -940,9 +765,9 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         language_ = language(lang)
         console = console_of(request)
         session = console.require(request, language_)
-        if not session.role.allows(Role.SUPERVISOR):
+        if not session.role.allows(bulk_role(dry_run=True)):
             # Only a form is asked for, not an action: refused, with nothing to audit.
-            raise ConsoleRefused(language_, 403, Role.SUPERVISOR)
+            raise ConsoleRefused(language_, 403, bulk_role(dry_run=True))
         values = {name: request.query_params.get(name, "").strip() for name in FILTER_FIELDS}
         _, filter_errors = _filters(values)
         return _bulk_form(
@@ -971,12 +796,13 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             raise ConsoleRefused(language_, 404) from None
         reason = _form_text(form, "reason").strip()
         rate_text = _form_text(form, "rate").strip()
-        # Both the preview and the run need a supervisor here: the console shows bulk controls
-        # to supervisors only (the API lets an operator ask for a dry run).
+        # A run acts only on what its preview listed (sent back in the body), not on whatever the
+        # filter selects by the time the supervisor confirms.
+        pinned = None if dry_run else _targets(language_, form.getlist("target"))
         principal = await console.allow(
             session,
             language_,
-            Role.SUPERVISOR,
+            bulk_role(dry_run=dry_run),
             bulk_name(kind, dry_run=dry_run),
             system=filters.system,
             reason=reason or None,
@@ -1004,9 +830,10 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 status=422,
             )
         try:
-            report = await console.bulk(
-                request, principal, filters, kind, reason, dry_run=dry_run, rate_per_s=rate
+            body = BulkRequest(
+                action=kind, filter=filters, reason=reason, dry_run=dry_run, rate_per_s=rate, targets=pinned
             )
+            report = await console.access.perform_bulk(request, principal, body)
         except RPCError:
             raise ConsoleRefused(language_, 503) from None
         return console.render(
@@ -1023,6 +850,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 "reason": reason,
                 "rate": rate,
                 "would_words": WOULD_WORDS,
+                "can_run": session.role.allows(bulk_role(dry_run=False)),
             },
             session=session,
             lang_path=f"/bulk?{_filter_query(values)}" if dry_run else f"/?{_filter_query(values)}",
@@ -1054,7 +882,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         system = _system_id(language_, _form_text(form, "system").strip())
         reason = _form_text(form, "reason").strip()
         principal = await console.allow(
-            session, language_, Role.SUPERVISOR, "pause", system=system, reason=reason or None
+            session, language_, CONTROL_ROLE, "pause", system=system, reason=reason or None
         )
         errors: dict[str, str] = {}
         if system is None:
@@ -1064,9 +892,10 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         if errors or system is None:
             extra = {"errors": errors, "pause_system": system, "pause_reason": reason}
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
-        _known(console, language_, system)
         try:
-            await console.control(request, principal, action="pause", system=system, reason=reason)
+            await console.access.control(request, principal, "pause", system, reason)
+        except LookupError:
+            raise ConsoleRefused(language_, 404) from None
         except ValueError as exc:
             extra = {"conflict": str(exc), "errors": {"pause-system": N_("This system is already paused.")}}
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
@@ -1087,9 +916,8 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         reason = _form_text(form, "reason").strip() or "resumed"
         rate_text = _form_text(form, "rate").strip()
         principal = await console.allow(
-            session, language_, Role.SUPERVISOR, "resume", system=system, reason=reason
+            session, language_, CONTROL_ROLE, "resume", system=system, reason=reason
         )
-        _known(console, language_, system)
         errors: dict[str, str] = {}
         rate, rate_problem = _rate(rate_text, None)
         if rate_problem:
@@ -1103,9 +931,9 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             }
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
         try:
-            await console.control(
-                request, principal, action="resume", system=system, reason=reason, rate=rate
-            )
+            await console.access.control(request, principal, "resume", system, reason, rate=rate)
+        except LookupError:
+            raise ConsoleRefused(language_, 404) from None
         except ValueError as exc:
             extra = {"conflict": str(exc), "errors": {"health": N_("This system is not paused.")}}
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
@@ -1119,6 +947,29 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
 def _filter_query(values: Mapping[str, str]) -> str:
     """The stuck list's query string for a filter (its empty fields left out)."""
     return urlencode({name: value for name, value in values.items() if value})
+
+
+def target_value(target: ActionTarget | TargetRef) -> str:
+    """A bulk target as the preview's confirm form holds it: `tracking id` or `tracking id/step`."""
+    return target.tracking_id + (f"/{target.step_id}" if target.step_id else "")
+
+
+def _targets(lang: Language, values: list[Any]) -> list[TargetRef]:
+    """The previewed targets a confirmed run resends.
+
+    Raises:
+        ConsoleRefused: 404, a value that is not a tracking id with an optional step.
+    """
+    found: list[TargetRef] = []
+    for value in values:
+        tracking_id, _, step_id = (value if isinstance(value, str) else "").partition("/")
+        found.append(
+            TargetRef(
+                tracking_id=_tracking_id(lang, tracking_id),
+                step_id=_step_id(lang, step_id) if step_id else None,
+            )
+        )
+    return found
 
 
 def _rate(text: str, default: float | None) -> tuple[float | None, str | None]:
@@ -1145,12 +996,6 @@ def _system_id(lang: Language, value: str) -> str | None:
     if not SYSTEM_ID.match(value):
         raise ConsoleRefused(lang, 404)
     return value
-
-
-def _known(console: Console, lang: Language, system: str) -> None:
-    # A control workflow starts for any id it is given: only real systems get one (as the API).
-    if system not in known_systems(console.settings):
-        raise ConsoleRefused(lang, 404)
 
 
 def _bulk_form(
@@ -1210,7 +1055,7 @@ async def _systems(
         "systems.html",
         {
             "health": health,
-            "can_control": session.role.allows(Role.SUPERVISOR),
+            "can_control": session.role.allows(CONTROL_ROLE),
             "breaker_words": BREAKER_WORDS,
             "done": None,
             "errors": {},

@@ -25,7 +25,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
-from adapters.registry import KNOWN_ADAPTERS
 from bundles.models import LocalizedText
 from bundles.submissions import FieldError
 from infra.ops.audit import AuditEntry, AuditRecord, AuditTrail, Outcome, VerifyReport, now
@@ -50,6 +49,7 @@ from infra.ops.models import (
     StuckReason,
     SystemHealth,
     SystemState,
+    TargetRef,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +65,19 @@ TRACKING_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 SYSTEM_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 NEEDED: dict[OpsActionKind, Role] = dict.fromkeys(OpsActionKind, Role.OPERATOR)
-"""The role each single action needs (bulk forms and system control need a supervisor)."""
+"""The role each single action needs (bulk runs and system control need a supervisor)."""
+CONTROL_ROLE = Role.SUPERVISOR
+"""The role pausing and resuming a legacy system needs."""
+
+
+def bulk_role(*, dry_run: bool) -> Role:
+    """The role a bulk action needs: an operator may preview one, only a supervisor may run it."""
+    return Role.OPERATOR if dry_run else Role.SUPERVISOR
+
+
+def bulk_name(kind: OpsActionKind, *, dry_run: bool) -> str:
+    """The audit trail's name of a bulk action: `bulk.retry`, or `bulk.retry.dry_run` for a preview."""
+    return f"bulk.{kind.value}" + (".dry_run" if dry_run else "")
 
 
 class ActionRequest(BaseModel):
@@ -91,6 +103,12 @@ class BulkRequest(BaseModel):
         gt=0,
         le=1000,
         description="Bundles acted on per second at most, so a system is not flooded.",
+    )
+    targets: list[TargetRef] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Act only on these (the targets a dry run listed) and only while the filter still "
+        "selects them; a bundle stuck since the dry run is left alone.",
     )
 
 
@@ -172,41 +190,216 @@ class OpsAccess:
         if token is None:
             scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
             token = value.strip() if scheme.lower() == "bearer" else None
-        subject, role = "anonymous", None
         try:
             if not token:
                 raise AuthError(401, "no_token", "send a bearer token (Authorization: Bearer …)")
             principal = await self.verifier.verify(token)
-            subject, role = principal.subject, principal.role
-            if not principal.role.allows(needed):
-                raise AuthError(
-                    403,
-                    "role_too_low",
-                    f"your role {principal.role.value} cannot {action}; "
-                    f"{_article(needed)} {needed.value} can",
-                )
         except AuthError as exc:
-            if role is None:
-                # No identity to hold to account, and an fsynced entry per anonymous request
-                # would let anyone grow the trail and load the disk: the log has these.
-                log.warning("ops.unauthenticated", action=action, code=exc.code, status=exc.status)
-                raise
+            # No identity to hold to account, and an fsynced entry per anonymous request
+            # would let anyone grow the trail and load the disk: the log has these.
+            log.warning("ops.unauthenticated", action=action, code=exc.code, status=exc.status)
+            raise
+        await self.check(principal, needed, action, bundle=bundle, step=step, system=system, reason=reason)
+        return principal
+
+    async def check(
+        self,
+        principal: Principal,
+        needed: Role,
+        action: str,
+        *,
+        bundle: str | None = None,
+        step: str | None = None,
+        system: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Let `principal` do `action` if their role allows `needed`; the API and the console both
+        ask here, so a refusal reads the same in the trail whichever of them was used.
+
+        Raises:
+            AuthError: 403 `role_too_low`, after the refusal is audited as `denied`.
+        """
+        if principal.role.allows(needed):
+            return
+        await self.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action=action,
+                outcome=Outcome.DENIED,
+                bundle=bundle,
+                step=step,
+                system=system,
+                reason=reason,
+                detail="role_too_low",
+            )
+        )
+        raise AuthError(
+            403,
+            "role_too_low",
+            f"your role {principal.role.value} cannot {action}; {_article(needed)} {needed.value} can",
+        )
+
+    async def record_personal_view(
+        self, principal: Principal, tracking_id: str, detail: str, *, step: str | None = None
+    ) -> None:
+        """Record that `principal` was shown a bundle's personal data (`view.personal_data`)."""
+        await self.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action="view.personal_data",
+                outcome=Outcome.ACCEPTED,
+                bundle=tracking_id,
+                step=step,
+                detail=detail,
+            )
+        )
+
+    async def perform(
+        self, request: Request, principal: Principal, tracking_id: str, action: OpsAction
+    ) -> ActionOutcome:
+        """One action on one bundle through the engine, audited `accepted` or `failed` with the
+        state before and after (the caller has checked the role, `NEEDED[action.action]`).
+
+        Raises:
+            LookupError: no such bundle (audited as failed).
+            RPCError: Temporal is out of reach (audited as failed).
+        """
+        entry = AuditRecord(
+            at=now(),
+            subject=principal.subject,
+            role=principal.role.value,
+            action=action.action.value,
+            outcome=Outcome.FAILED,
+            bundle=tracking_id,
+            step=action.step_id,
+            reason=action.reason,
+        )
+        try:
+            outcome = await self.engine(request).act(tracking_id, action)
+        except LookupError:
+            await self.record(entry.model_copy(update={"detail": "no such bundle"}))
+            raise
+        except RPCError as exc:
+            await self.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+            raise
+        await self.record(
+            entry.model_copy(
+                update={
+                    "outcome": Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                    "before": {"state": outcome.before},
+                    "after": {"state": outcome.after},
+                    "detail": outcome.message,
+                }
+            )
+        )
+        return outcome
+
+    async def perform_bulk(self, request: Request, principal: Principal, body: BulkRequest) -> BulkReport:
+        """A bulk action (or its dry run) through the engine, audited as one entry for the run
+        (`bulk.<action>[.dry_run]`, the filter before, the counts after) and one per bundle it
+        acted on, so a bundle's own history shows it (the caller has checked `bulk_role`).
+
+        Raises:
+            ValueError: the action is amend (it has no bulk form).
+            RPCError: Temporal is out of reach (nothing was done; not audited).
+        """
+        name = bulk_name(body.action, dry_run=body.dry_run)
+        report = await self.engine(request).bulk(
+            body.filter,
+            body.action,
+            principal.subject,
+            body.reason,
+            dry_run=body.dry_run,
+            rate_per_s=body.rate_per_s,
+            only=body.targets,
+        )
+        await self.record(
+            AuditRecord(
+                at=now(),
+                subject=principal.subject,
+                role=principal.role.value,
+                action=name,
+                outcome=Outcome.ACCEPTED,
+                system=body.filter.system,
+                reason=body.reason,
+                before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
+                after={
+                    "targets": len(report.targets),
+                    "accepted": report.accepted,
+                    "refused": report.refused,
+                },
+            )
+        )
+        for outcome in report.outcomes:
             await self.record(
                 AuditRecord(
                     at=now(),
-                    subject=subject,
-                    role=role.value if role else None,
-                    action=action,
-                    outcome=Outcome.DENIED,
-                    bundle=bundle,
-                    step=step,
-                    system=system,
-                    reason=reason,
-                    detail=exc.code,
+                    subject=principal.subject,
+                    role=principal.role.value,
+                    action=body.action.value,
+                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                    bundle=outcome.tracking_id,
+                    step=outcome.step_id,
+                    reason=body.reason,
+                    before={"state": outcome.before},
+                    after={"state": outcome.after},
+                    detail=f"part of {name}",
                 )
             )
+        return report
+
+    async def control(
+        self,
+        request: Request,
+        principal: Principal,
+        action: Literal["pause", "resume"],
+        system: str,
+        reason: str,
+        *,
+        rate: float | None = None,
+    ) -> SystemState:
+        """Pause or resume calls to a legacy system, audited `accepted` with the control state
+        after, or `failed` with why (the caller has checked for a supervisor).
+
+        Raises:
+            LookupError: no such system (nothing was attempted; not audited).
+            ValueError: already paused, or not paused (audited as failed, in the engine's words).
+            RPCError: Temporal is out of reach (audited as failed).
+        """
+        engine = self.engine(request)
+        entry = AuditRecord(
+            at=now(),
+            subject=principal.subject,
+            role=principal.role.value,
+            action=action,
+            outcome=Outcome.FAILED,
+            system=system,
+            reason=reason,
+        )
+        try:
+            if action == "pause":
+                state = await engine.pause(system, principal.subject, reason)
+            else:
+                state = await engine.resume(system, principal.subject, reason, release_per_s=rate)
+        except ValueError as exc:
+            await self.record(entry.model_copy(update={"detail": str(exc)}))
             raise
-        return principal
+        except RPCError as exc:
+            await self.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+            raise
+        await self.record(
+            entry.model_copy(
+                update={
+                    "outcome": Outcome.ACCEPTED,
+                    "after": state.model_dump(mode="json", exclude_none=True),
+                }
+            )
+        )
+        return state
 
     def engine(self, request: Request) -> OpsEngine:
         """The operations engine, made on first use from the API's Temporal client."""
@@ -278,16 +471,6 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         return ProblemError(
             404, "Not found", _text(f"no bundle {tracking_id}", f"aucun dossier {tracking_id}")
         )
-
-    def known_system(system: str) -> None:
-        # A control workflow starts for any id it is given: only real systems get one.
-        if system not in set(KNOWN_ADAPTERS) | settings.legacy_systems.keys():
-            raise ProblemError(
-                404,
-                "Not found",
-                _text(f"no legacy system {system}", f"aucun système {system}"),
-                path="system",
-            )
 
     def unavailable() -> ProblemError:
         return ProblemError(
@@ -363,17 +546,7 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         except RPCError:
             raise unavailable() from None
         if include_personal:
-            await access.record(
-                AuditRecord(
-                    at=now(),
-                    subject=principal.subject,
-                    role=principal.role.value,
-                    action=action,
-                    outcome=Outcome.ACCEPTED,
-                    bundle=tracking_id,
-                    detail="steps' data shown",
-                )
-            )
+            await access.record_personal_view(principal, tracking_id, "steps' data shown")
         return timeline
 
     @app.post(
@@ -406,35 +579,12 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
             reason=body.reason,
             amended_fields=body.amended_fields,
         )
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=body.action.value,
-            outcome=Outcome.FAILED,
-            bundle=tracking_id,
-            step=body.step_id,
-            reason=body.reason,
-        )
         try:
-            outcome = await access.engine(request).act(tracking_id, action)
+            return await access.perform(request, principal, tracking_id, action)
         except LookupError:
-            await access.record(entry.model_copy(update={"detail": "no such bundle"}))
             raise not_found(tracking_id) from None
-        except RPCError as exc:
-            await access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+        except RPCError:
             raise unavailable() from None
-        await access.record(
-            entry.model_copy(
-                update={
-                    "outcome": Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
-                    "before": {"state": outcome.before},
-                    "after": {"state": outcome.after},
-                    "detail": outcome.message,
-                }
-            )
-        )
-        return outcome
 
     @app.post(f"{OPS_PREFIX}/bulk", tags=tags, responses=problem_responses(401, 403, 503))
     async def bulk(request: Request, body: BulkRequest) -> BulkReport:
@@ -442,10 +592,12 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
 
         A dry run needs an operator; the real thing a supervisor. Amend has no bulk form.
         """
-        name = f"bulk.{body.action.value}" + (".dry_run" if body.dry_run else "")
-        needed = Role.OPERATOR if body.dry_run else Role.SUPERVISOR
         principal = await access.authorize(
-            request, needed, name, system=body.filter.system, reason=body.reason
+            request,
+            bulk_role(dry_run=body.dry_run),
+            bulk_name(body.action, dry_run=body.dry_run),
+            system=body.filter.system,
+            reason=body.reason,
         )
         if body.action is OpsActionKind.AMEND:
             raise ProblemError(
@@ -457,51 +609,9 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
                 path="action",
             )
         try:
-            report = await access.engine(request).bulk(
-                body.filter,
-                body.action,
-                principal.subject,
-                body.reason,
-                dry_run=body.dry_run,
-                rate_per_s=body.rate_per_s,
-            )
+            return await access.perform_bulk(request, principal, body)
         except RPCError:
             raise unavailable() from None
-        await access.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action=name,
-                outcome=Outcome.ACCEPTED,
-                system=body.filter.system,
-                reason=body.reason,
-                before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
-                after={
-                    "targets": len(report.targets),
-                    "accepted": report.accepted,
-                    "refused": report.refused,
-                },
-            )
-        )
-        # One entry per bundle the bulk action changed, so a bundle's own history shows it.
-        for outcome in report.outcomes:
-            await access.record(
-                AuditRecord(
-                    at=now(),
-                    subject=principal.subject,
-                    role=principal.role.value,
-                    action=body.action.value,
-                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
-                    bundle=outcome.tracking_id,
-                    step=outcome.step_id,
-                    reason=body.reason,
-                    before={"state": outcome.before},
-                    after={"state": outcome.after},
-                    detail=f"part of {name}",
-                )
-            )
-        return report
 
     @app.get(f"{OPS_PREFIX}/systems", tags=tags, responses=problem_responses(401, 403, 503))
     async def systems(request: Request) -> list[SystemHealth]:
@@ -519,11 +629,8 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         request: Request, system: Annotated[str, Path(pattern=SYSTEM_PATTERN)], body: PauseRequest
     ) -> SystemState:
         """Hold every call to a system (retries are not spent) until it is resumed."""
-        principal = await access.authorize(
-            request, Role.SUPERVISOR, "pause", system=system, reason=body.reason
-        )
-        known_system(system)
-        return await _control(request, principal, action="pause", system=system, reason=body.reason)
+        principal = await access.authorize(request, CONTROL_ROLE, "pause", system=system, reason=body.reason)
+        return await _control(request, principal, "pause", system, body.reason)
 
     @app.post(
         f"{OPS_PREFIX}/systems/{{system}}/resume", tags=tags, responses=problem_responses(401, 403, 404, 503)
@@ -532,54 +639,32 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         request: Request, system: Annotated[str, Path(pattern=SYSTEM_PATTERN)], body: ResumeRequest
     ) -> SystemState:
         """Release a paused system; held calls drain at `rate_per_s` so it is not flooded."""
-        principal = await access.authorize(
-            request, Role.SUPERVISOR, "resume", system=system, reason=body.reason
-        )
-        known_system(system)
-        return await _control(
-            request, principal, action="resume", system=system, reason=body.reason, rate=body.rate_per_s
-        )
+        principal = await access.authorize(request, CONTROL_ROLE, "resume", system=system, reason=body.reason)
+        return await _control(request, principal, "resume", system, body.reason, rate=body.rate_per_s)
 
     async def _control(
         request: Request,
         principal: Principal,
-        *,
         action: Literal["pause", "resume"],
         system: str,
         reason: str,
+        *,
         rate: float | None = None,
     ) -> SystemState:
-        engine = access.engine(request)
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=action,
-            outcome=Outcome.FAILED,
-            system=system,
-            reason=reason,
-        )
         try:
-            if action == "pause":
-                state = await engine.pause(system, principal.subject, reason)
-            else:
-                state = await engine.resume(system, principal.subject, reason, release_per_s=rate)
+            return await access.control(request, principal, action, system, reason, rate=rate)
+        except LookupError:
+            raise ProblemError(
+                404,
+                "Not found",
+                _text(f"no legacy system {system}", f"aucun système {system}"),
+                path="system",
+            ) from None
         except ValueError as exc:
             # Already paused, or not paused: the engine's words say which.
-            await access.record(entry.model_copy(update={"detail": str(exc)}))
             raise ProblemError(409, "Conflict", _text(str(exc)), path="system") from None
-        except RPCError as exc:
-            await access.record(entry.model_copy(update={"detail": f"temporal: {exc.status.name}"}))
+        except RPCError:
             raise unavailable() from None
-        await access.record(
-            entry.model_copy(
-                update={
-                    "outcome": Outcome.ACCEPTED,
-                    "after": state.model_dump(mode="json", exclude_none=True),
-                }
-            )
-        )
-        return state
 
     @app.get(f"{OPS_PREFIX}/audit", tags=tags, responses=refusals)
     async def audit_export(

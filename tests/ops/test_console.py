@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.registry import KNOWN_ADAPTERS
@@ -31,6 +32,7 @@ from infra.settings import Settings
 from tests.encryption import TEST_KEYRING_JSON
 from tests.workflow.support import (
     REFUSED,
+    ScriptedAdapter,
     new_prefix,
     plan,
     running_workers,
@@ -46,16 +48,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 API = "http://tellonce.test"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+TARGET = re.compile(r'name="target" value="([^"]+)"')
 
 
 class Console:
     """A browser-like client of the console: cookies kept, CSRF token read from each page."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, tracking_id: str, handle: Any) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        tracking_id: str,
+        handle: Any,
+        *,
+        client: Client,
+        adapters: dict[str, ScriptedAdapter],
+    ) -> None:
         self.http = http
         self.settings = settings
         self.tracking_id = tracking_id
         self.handle = handle
+        self.client = client
+        self.adapters = adapters
         self.issuer = LocalIssuer.for_settings(settings)
 
     async def csrf(self, path: str = "/ops/en/sign-in") -> str:
@@ -95,7 +109,7 @@ async def console(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator
         intake = Intake(dev_env.client, Catalogue.load(known_adapters=KNOWN_ADAPTERS), settings)
         app = create_app(settings, intake=intake)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=API) as http:
-            yield Console(http, settings, handle.id, handle)
+            yield Console(http, settings, handle.id, handle, client=dev_env.client, adapters=adapters)
 
 
 async def test_sign_in_needs_csrf_and_a_valid_token_and_keeps_only_a_sealed_cookie(console: Console) -> None:
@@ -215,27 +229,33 @@ def said(entry: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(entry[name] for name in SHARED_FIELDS)
 
 
-async def listed(console: Console, path: str) -> httpx.Response:
+async def listed(console: Console, path: str, tracking_id: str | None = None) -> httpx.Response:
     """The stuck list once the bundle shows in it (search attributes lag by a second or two)."""
+    tracking_id = tracking_id or console.tracking_id
     for _ in range(60):
         page = await console.http.get(path)
-        if f"bundle-{console.tracking_id}" in page.text:
+        if f"bundle-{tracking_id}" in page.text:
             return page
         await asyncio.sleep(0.25)
-    pytest.fail(f"{console.tracking_id} never appeared in {path}")
+    pytest.fail(f"{tracking_id} never appeared in {path}")
 
 
-async def test_bulk_and_pause_need_a_supervisor_and_refusals_are_audited(console: Console) -> None:
+async def test_operator_previews_a_bulk_action_but_only_a_supervisor_runs_it_or_pauses(
+    console: Console,
+) -> None:
     await console.sign_in(Role.OPERATOR)
-    stuck = await console.http.get("/ops/en/")
-    assert 'id="bulk-link"' not in stuck.text and 'href="/ops/en/bulk"' not in stuck.text
+    stuck = await listed(console, "/ops/en/?system=sin")
+    assert 'id="bulk-link"' in stuck.text  # an operator may preview, as the API's dry run allows
     assert 'href="/ops/en/systems"' in stuck.text  # every role reads the systems' health
-    assert (await console.http.get("/ops/en/bulk")).status_code == 403
+    assert (await console.http.get("/ops/en/bulk", params={"system": "sin"})).status_code == 200
 
     token = await console.csrf("/ops/en/")
     form = {"action": "retry", "filter_system": "sin", "reason": "after the outage", "csrf_token": token}
     preview = await console.http.post("/ops/en/bulk/preview", data=form)
-    run = await console.http.post("/ops/en/bulk/run", data=form)
+    assert preview.status_code == 200, preview.text
+    assert 'id="bulk-supervisor-only"' in preview.text or 'id="bulk-nothing"' in preview.text
+    assert "bulk-confirm" not in preview.text and 'name="target"' not in preview.text
+    run = await console.http.post("/ops/en/bulk/run", data={**form, "target": f"{console.tracking_id}/sin"})
     systems = await console.http.get("/ops/en/systems")
     assert systems.status_code == 200 and 'id="system-esdc-sin"' in systems.text
     assert "/systems/pause" not in systems.text and "/systems/resume" not in systems.text
@@ -245,19 +265,19 @@ async def test_bulk_and_pause_need_a_supervisor_and_refusals_are_audited(console
     resume = await console.http.post(
         "/ops/en/systems/resume", data={"system": "esdc-sin", "csrf_token": token}
     )
-    assert [preview.status_code, run.status_code, pause.status_code, resume.status_code] == [403] * 4
-    assert "a supervisor can" in pause.text
+    assert [run.status_code, pause.status_code, resume.status_code] == [403] * 3
+    assert "a supervisor can" in pause.text and "a supervisor can" in run.text
 
-    denied = [
-        (e["action"], e["role"], e["system"], e["reason"], e["detail"])
+    decided = [
+        (e["action"], e["outcome"], e["role"], e["system"], e["reason"], e["detail"])
         for e in console.audit()
-        if e["outcome"] == "denied"
+        if e["action"] != "console.sign_in"
     ]
-    assert denied == [
-        ("bulk.retry.dry_run", "operator", "sin", "after the outage", "role_too_low"),
-        ("bulk.retry", "operator", "sin", "after the outage", "role_too_low"),
-        ("pause", "operator", "esdc-sin", "planned", "role_too_low"),
-        ("resume", "operator", "esdc-sin", "resumed", "role_too_low"),
+    assert decided == [
+        ("bulk.retry.dry_run", "accepted", "operator", "sin", "after the outage", None),
+        ("bulk.retry", "denied", "operator", "sin", "after the outage", "role_too_low"),
+        ("pause", "denied", "operator", "esdc-sin", "planned", "role_too_low"),
+        ("resume", "denied", "operator", "esdc-sin", "resumed", "role_too_low"),
     ]
     assert (await console.handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
 
@@ -304,7 +324,9 @@ async def test_supervisor_previews_then_runs_a_bulk_retry_audited_like_the_api(c
     )
     assert api.status_code == 200 and len(api.json()["targets"]) == 1
 
-    run = await console.http.post("/ops/en/bulk/run", data={**form, "rate": "20"})
+    pinned = TARGET.findall(preview.text)
+    assert pinned == [f"{console.tracking_id}/sin"]
+    run = await console.http.post("/ops/en/bulk/run", data={**form, "rate": "20", "target": pinned})
     assert run.status_code == 200, run.text
     assert f'id="outcome-{console.tracking_id}-sin" data-accepted="true"' in run.text
     assert '<dd id="bulk-accepted">1</dd>' in run.text and '<dd id="bulk-refused">0</dd>' in run.text
@@ -331,6 +353,62 @@ async def test_supervisor_previews_then_runs_a_bulk_retry_audited_like_the_api(c
         "part of bulk.retry",
     )
     assert retry["before"] == {"state": "needs_attention"}
+
+
+async def test_a_confirmed_run_acts_only_on_the_previewed_targets(console: Console) -> None:
+    """A bundle stuck between the preview and the confirmation is left alone; a pinned target the
+    filter no longer selects is reported refused and not touched (the API's explicit targets)."""
+    await console.sign_in(Role.SUPERVISOR)
+    await listed(console, "/ops/en/?system=sin")
+    token = await console.csrf("/ops/en/")
+    form = {"action": "retry", "filter_system": "sin", "reason": "SIN back", "csrf_token": token}
+    preview = await console.http.post("/ops/en/bulk/preview", data=form)
+    pinned = TARGET.findall(preview.text)
+    assert pinned == [f"{console.tracking_id}/sin"]
+
+    # After the preview, a second bundle gets stuck on the same system and shows in the list.
+    console.adapters["sin"].script["submit"].append(NeedsAttentionError("name_mismatch", REFUSED))
+    late = await start_bundle(
+        console.client, plan(), console.settings.task_queue_prefix, search_attributes=True
+    )
+    await wait_for(late, lambda s: step(s, "sin").state is StepState.NEEDS_ATTENTION)
+    await listed(console, "/ops/en/?system=sin", late.id)
+
+    forged = await console.http.post("/ops/en/bulk/run", data={**form, "target": "not-an-id/sin"})
+    assert forged.status_code == 404
+    run = await console.http.post("/ops/en/bulk/run", data={**form, "target": pinned})
+    assert run.status_code == 200, run.text
+    assert f'id="outcome-{console.tracking_id}-sin" data-accepted="true"' in run.text
+    assert late.id not in run.text
+    await wait_for(console.handle, lambda s: step(s, "sin").state is StepState.DONE)
+
+    # The API pinned to the first bundle, now done: refused as no longer selected; neither touched.
+    bearer = console.issuer.mint("supervisor-1", Role.SUPERVISOR, timedelta(minutes=10))
+    api = await console.http.post(
+        "/api/v1/ops/bulk",
+        headers={"Authorization": f"Bearer {bearer}"},
+        json={
+            "action": "retry",
+            "filter": {"system": "sin"},
+            "reason": "again",
+            "dry_run": False,
+            "targets": [{"tracking_id": console.tracking_id, "step_id": "sin"}],
+        },
+    )
+    assert api.status_code == 200, api.text
+    report = api.json()
+    assert (len(report["targets"]), report["accepted"], report["refused"]) == (0, 0, 1)
+    assert report["outcomes"][0]["message"].startswith("not selected any more")
+    late_status = await late.query(BundleWorkflow.status)
+    assert step(late_status, "sin").state is StepState.NEEDS_ATTENTION and late_status.actions == []
+
+    runs = [(e["action"], e["after"]) for e in console.audit() if e["action"] == "bulk.retry"]
+    assert runs == [
+        ("bulk.retry", {"targets": 1, "accepted": 1, "refused": 0}),
+        ("bulk.retry", {"targets": 0, "accepted": 0, "refused": 1}),
+    ]
+    touched = [(e["bundle"], e["outcome"]) for e in console.audit() if e["action"] == "retry"]
+    assert touched == [(console.tracking_id, "accepted"), (console.tracking_id, "failed")]
 
 
 async def test_supervisor_pauses_and_resumes_a_system_audited_like_the_api(console: Console) -> None:
