@@ -18,7 +18,7 @@ from playwright.async_api import Page
 from bundles.validators import toronto_today
 from tests.browser.conftest import Contexts, Portal
 from tests.browser.journey import field_id, fields_on, flatten, page_id, ready
-from tests.browser.support import assert_reflows, axe_check, check_page, snap
+from tests.browser.support import assert_reflows, axe_check, snap
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -190,10 +190,15 @@ async def test_the_status_page_works_without_javascript(contexts: Contexts, port
     context, _ = await contexts.new(java_script_enabled=False)
     page = await context.new_page()
     await page.goto(f"{portal.url}/en/status")
-    await page.locator("input[name=tracking_id]").fill(accepted["tracking_id"], timeout=5000)
-    await page.locator("input[name=access_code]").fill(accepted["access_code"], timeout=5000)
+    # GCDS draws its fields with scripts: without them the form needs native controls of its own.
+    for control in ("input[name=tracking_id]", "input[name=access_code]", "main form [type=submit]"):
+        assert await page.locator(control).count() == 1, (
+            f"without JavaScript the status form has no {control}"
+        )
+    await page.locator("input[name=tracking_id]").fill(accepted["tracking_id"])
+    await page.locator("input[name=access_code]").fill(accepted["access_code"])
     async with page.expect_navigation():
-        await page.locator("main form [type=submit]").click(timeout=5000)
+        await page.locator("main form [type=submit]").click()
     assert await page_id(page) == "status"
 
     for _ in range(60):
@@ -206,4 +211,6 @@ async def test_the_status_page_works_without_javascript(contexts: Contexts, port
     assert state == "completed"
     rows = await page.locator("tr[data-step] .portal-state").all_inner_texts()
     assert len(rows) == 5 and all(text.strip() == "Done" for text in rows), rows
-    await check_page(page, "status-without-javascript")
+    # Screenshots only: axe-core itself needs scripts (its checks wait on timers that never fire
+    # here); the same page with scripts is checked by the journeys.
+    await snap(page, "status-without-javascript")
