@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import tempfile
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -152,8 +150,6 @@ async def _drive(
             try:
                 latency, problem = await one(index)
             except Exception as exc:  # one broken bundle is reported, it does not stop the run
-                if os.environ.get("TELLONCE_BENCH_DEBUG"):
-                    traceback.print_exc()
                 latency, problem = math.nan, f"{type(exc).__name__}: {exc}"
             last.append(time.monotonic())
         if problem is None:
