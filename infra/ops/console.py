@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 from urllib.parse import urlencode
 
 import jwt
@@ -39,10 +39,19 @@ from temporalio.service import RPCError
 
 from bundles.models import LocalizedText
 from infra.crypto import KeyringError
-from infra.ops.audit import AuditRecord, Outcome, now
+from infra.ops.audit import Outcome
 from infra.ops.auth import AuthError, Principal, Role
 from infra.ops.engine import known_systems
-from infra.ops.http import CONTROL_ROLE, NEEDED, BulkRequest, OpsAccess, bulk_name, bulk_role
+from infra.ops.http import (
+    CONTROL_ROLE,
+    NEEDED,
+    BulkRequest,
+    Concerning,
+    OpsAccess,
+    audit_entry,
+    bulk_name,
+    bulk_role,
+)
 from infra.ops.models import (
     ActionTarget,
     BreakerState,
@@ -413,11 +422,7 @@ class Console:
         lang: Language,
         needed: Role,
         action: str,
-        *,
-        bundle: str | None = None,
-        step: str | None = None,
-        system: str | None = None,
-        reason: str | None = None,
+        **about: Unpack[Concerning],
     ) -> Principal:
         """The operator, if their role suffices (the API's check); otherwise the refusal is audited.
 
@@ -425,9 +430,7 @@ class Console:
             ConsoleRefused: 403, the role is too low.
         """
         try:
-            await self.access.check(
-                session.principal, needed, action, bundle=bundle, step=step, system=system, reason=reason
-            )
+            await self.access.check(session.principal, needed, action, **about)
         except AuthError:
             raise ConsoleRefused(lang, 403, needed) from None
         return session.principal
@@ -519,12 +522,10 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             return console.render(request, language_, "sign_in.html", {"error": error}, status=status)
         expires = min(token_expiry(token), time.time() + SESSION_MAX.total_seconds())
         await console.access.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action="console.sign_in",
-                outcome=Outcome.ACCEPTED,
+            audit_entry(
+                principal,
+                "console.sign_in",
+                Outcome.ACCEPTED,
             )
         )
         response = _see_other(f"{CONSOLE_PREFIX}/{language_}/")
@@ -892,16 +893,10 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         if errors or system is None:
             extra = {"errors": errors, "pause_system": system, "pause_reason": reason}
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
-        try:
-            await console.access.control(request, principal, "pause", system, reason)
-        except LookupError:
-            raise ConsoleRefused(language_, 404) from None
-        except ValueError as exc:
-            extra = {"conflict": str(exc), "errors": {"pause-system": N_("This system is already paused.")}}
-            return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
-        except RPCError:
-            raise ConsoleRefused(language_, 503) from None
-        return _see_other(f"{CONSOLE_PREFIX}/{language_}/systems?done=pause&system={system}")
+        conflict = {"pause-system": N_("This system is already paused.")}
+        return await _control(
+            request, console, language_, session, principal, "pause", system, reason, conflict
+        )
 
     @pages.post(f"{CONSOLE_PREFIX}/{{lang}}/systems/resume")
     async def resume(request: Request, lang: str) -> Response:
@@ -930,18 +925,39 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 "resume_values": {"system": system, "rate": rate_text, "reason": reason},
             }
             return await _systems(request, console, lang=language_, session=session, extra=extra, status=422)
-        try:
-            await console.access.control(request, principal, "resume", system, reason, rate=rate)
-        except LookupError:
-            raise ConsoleRefused(language_, 404) from None
-        except ValueError as exc:
-            extra = {"conflict": str(exc), "errors": {"health": N_("This system is not paused.")}}
-            return await _systems(request, console, lang=language_, session=session, extra=extra, status=409)
-        except RPCError:
-            raise ConsoleRefused(language_, 503) from None
-        return _see_other(f"{CONSOLE_PREFIX}/{language_}/systems?done=resume&system={system}")
+        conflict = {"health": N_("This system is not paused.")}
+        return await _control(
+            request, console, language_, session, principal, "resume", system, reason, conflict, rate=rate
+        )
 
     return pages
+
+
+async def _control(  # noqa: PLR0917 - the page's state, then what to do
+    request: Request,
+    console: Console,
+    lang: Language,
+    session: Session,
+    principal: Principal,
+    action: Literal["pause", "resume"],
+    system: str,
+    reason: str,
+    conflict: Mapping[str, str],
+    *,
+    rate: float | None = None,
+) -> Response:
+    """Pause or resume through the API's `control`, then back to the systems page: with
+    `conflict` (the form's error) when the system is already in that state."""
+    try:
+        await console.access.control(request, principal, action, system, reason, rate=rate)
+    except LookupError:
+        raise ConsoleRefused(lang, 404) from None
+    except ValueError as exc:
+        extra = {"conflict": str(exc), "errors": conflict}
+        return await _systems(request, console, lang=lang, session=session, extra=extra, status=409)
+    except RPCError:
+        raise ConsoleRefused(lang, 503) from None
+    return _see_other(f"{CONSOLE_PREFIX}/{lang}/systems?done={action}&system={system}")
 
 
 def _filter_query(values: Mapping[str, str]) -> str:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 import httpx
 import structlog
@@ -127,11 +127,32 @@ class ResumeRequest(BaseModel):
     )
 
 
+class Concerning(TypedDict, total=False):
+    """What a checked action is about, as its audit entry names it (all optional)."""
+
+    bundle: str | None
+    step: str | None
+    system: str | None
+    reason: str | None
+
+
 class WhoAmI(BaseModel):
     """The caller as the API sees them."""
 
     subject: str
     role: Role
+
+
+def audit_entry(principal: Principal, action: str, outcome: Outcome, **fields: Any) -> AuditRecord:
+    """An audit entry of `principal`'s, now; `fields` are the rest of `AuditRecord`'s (bundle, …)."""
+    return AuditRecord(
+        at=now(),
+        subject=principal.subject,
+        role=principal.role.value,
+        action=action,
+        outcome=outcome,
+        **fields,
+    )
 
 
 def _text(en: str, fr: str | None = None) -> LocalizedText:
@@ -176,11 +197,7 @@ class OpsAccess:
         needed: Role,
         action: str,
         token: str | None = None,
-        *,
-        bundle: str | None = None,
-        step: str | None = None,
-        system: str | None = None,
-        reason: str | None = None,
+        **about: Unpack[Concerning],
     ) -> Principal:
         """The caller, if their token is valid and their role suffices; otherwise refuse.
 
@@ -199,19 +216,11 @@ class OpsAccess:
             # would let anyone grow the trail and load the disk: the log has these.
             log.warning("ops.unauthenticated", action=action, code=exc.code, status=exc.status)
             raise
-        await self.check(principal, needed, action, bundle=bundle, step=step, system=system, reason=reason)
+        await self.check(principal, needed, action, **about)
         return principal
 
     async def check(
-        self,
-        principal: Principal,
-        needed: Role,
-        action: str,
-        *,
-        bundle: str | None = None,
-        step: str | None = None,
-        system: str | None = None,
-        reason: str | None = None,
+        self, principal: Principal, needed: Role, action: str, **about: Unpack[Concerning]
     ) -> None:
         """Let `principal` do `action` if their role allows `needed`; the API and the console both
         ask here, so a refusal reads the same in the trail whichever of them was used.
@@ -222,17 +231,12 @@ class OpsAccess:
         if principal.role.allows(needed):
             return
         await self.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action=action,
-                outcome=Outcome.DENIED,
-                bundle=bundle,
-                step=step,
-                system=system,
-                reason=reason,
+            audit_entry(
+                principal,
+                action,
+                Outcome.DENIED,
                 detail="role_too_low",
+                **about,
             )
         )
         raise AuthError(
@@ -246,12 +250,10 @@ class OpsAccess:
     ) -> None:
         """Record that `principal` was shown a bundle's personal data (`view.personal_data`)."""
         await self.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action="view.personal_data",
-                outcome=Outcome.ACCEPTED,
+            audit_entry(
+                principal,
+                "view.personal_data",
+                Outcome.ACCEPTED,
                 bundle=tracking_id,
                 step=step,
                 detail=detail,
@@ -268,12 +270,10 @@ class OpsAccess:
             LookupError: no such bundle (audited as failed).
             RPCError: Temporal is out of reach (audited as failed).
         """
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=action.action.value,
-            outcome=Outcome.FAILED,
+        entry = audit_entry(
+            principal,
+            action.action.value,
+            Outcome.FAILED,
             bundle=tracking_id,
             step=action.step_id,
             reason=action.reason,
@@ -318,12 +318,10 @@ class OpsAccess:
             only=body.targets,
         )
         await self.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action=name,
-                outcome=Outcome.ACCEPTED,
+            audit_entry(
+                principal,
+                name,
+                Outcome.ACCEPTED,
                 system=body.filter.system,
                 reason=body.reason,
                 before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
@@ -336,12 +334,10 @@ class OpsAccess:
         )
         for outcome in report.outcomes:
             await self.record(
-                AuditRecord(
-                    at=now(),
-                    subject=principal.subject,
-                    role=principal.role.value,
-                    action=body.action.value,
-                    outcome=Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
+                audit_entry(
+                    principal,
+                    body.action.value,
+                    Outcome.ACCEPTED if outcome.accepted else Outcome.FAILED,
                     bundle=outcome.tracking_id,
                     step=outcome.step_id,
                     reason=body.reason,
@@ -371,12 +367,10 @@ class OpsAccess:
             RPCError: Temporal is out of reach (audited as failed).
         """
         engine = self.engine(request)
-        entry = AuditRecord(
-            at=now(),
-            subject=principal.subject,
-            role=principal.role.value,
-            action=action,
-            outcome=Outcome.FAILED,
+        entry = audit_entry(
+            principal,
+            action,
+            Outcome.FAILED,
             system=system,
             reason=reason,
         )
@@ -630,7 +624,7 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
     ) -> SystemState:
         """Hold every call to a system (retries are not spent) until it is resumed."""
         principal = await access.authorize(request, CONTROL_ROLE, "pause", system=system, reason=body.reason)
-        return await _control(request, principal, "pause", system, body.reason)
+        return await controlled(system, access.control(request, principal, "pause", system, body.reason))
 
     @app.post(
         f"{OPS_PREFIX}/systems/{{system}}/resume", tags=tags, responses=problem_responses(401, 403, 404, 503)
@@ -640,19 +634,13 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
     ) -> SystemState:
         """Release a paused system; held calls drain at `rate_per_s` so it is not flooded."""
         principal = await access.authorize(request, CONTROL_ROLE, "resume", system=system, reason=body.reason)
-        return await _control(request, principal, "resume", system, body.reason, rate=body.rate_per_s)
+        change = access.control(request, principal, "resume", system, body.reason, rate=body.rate_per_s)
+        return await controlled(system, change)
 
-    async def _control(
-        request: Request,
-        principal: Principal,
-        action: Literal["pause", "resume"],
-        system: str,
-        reason: str,
-        *,
-        rate: float | None = None,
-    ) -> SystemState:
+    async def controlled(system: str, change: Awaitable[SystemState]) -> SystemState:
+        """`OpsAccess.control`'s answer, its refusals as problem documents."""
         try:
-            return await access.control(request, principal, action, system, reason, rate=rate)
+            return await change
         except LookupError:
             raise ProblemError(
                 404,
@@ -675,12 +663,10 @@ def mount_ops(app: FastAPI, settings: Settings) -> None:  # noqa: PLR0915 - one 
         """The audit trail in chain order (supervisor): JSON lines by default, or one JSON array."""
         principal = await access.authorize(request, Role.SUPERVISOR, "audit.export")
         await access.record(
-            AuditRecord(
-                at=now(),
-                subject=principal.subject,
-                role=principal.role.value,
-                action="audit.export",
-                outcome=Outcome.ACCEPTED,
+            audit_entry(
+                principal,
+                "audit.export",
+                Outcome.ACCEPTED,
                 detail=f"since {since.isoformat()}" if since else "everything",
             )
         )
