@@ -7,9 +7,11 @@ HttpOnly, SameSite=Strict cookie holding a session sealed with the deployment's 
 role and an expiry no later than the token's). Every form is a POST carrying the CSRF token the
 web protections check.
 
-The rules are the API's own: the role each action needs (`infra.ops.http.NEEDED`), viewers never
-see a step's data, every action, every refusal and every view of personal data is written to the
-same audit trail, in the same shape, before the page answers.
+The rules are the API's own, in the API's code: pages ask `OpsAccess.check` for the role an
+action needs (`NEEDED`, `bulk_role`, `CONTROL_ROLE`) and act through `OpsAccess.perform`,
+`perform_bulk` and `control`, so every action, every refusal and every view of personal data is
+written to the same audit trail, in the same shape, before the page answers. Viewers never see
+a step's data.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 One bundle waits for an operator (the SIN system asked about a name). Signing in needs the CSRF
 token and a valid token, and leaves only a sealed cookie; a viewer reads the list and timeline
 without the steps' data and is refused data and actions, each refusal in the audit trail; an
-operator's view of the data and their retry are audited like the API's.
+operator's view of the data and their retry are audited like the API's; an operator may preview
+a bulk action, a supervisor runs it on the previewed targets only.
 """
 
 from __future__ import annotations
