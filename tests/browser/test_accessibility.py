@@ -153,6 +153,9 @@ async def test_an_invalid_page_lists_its_errors_and_each_link_takes_focus_to_its
 
     # Each field says what is wrong with it, next to it.
     for path in ("child.date_of_birth", "child.time_of_birth"):
+        host = page.locator(f"#{field_id(path)}")
+        markup = await host.evaluate("element => element.outerHTML")
+        assert await host.get_attribute("error-message"), f"{path} shows no error of its own: {markup}"
         message = await page.locator(f"#{field_id(path)} gcds-error-message").inner_text()
         assert message.strip(), path
     for i, href in enumerate(hrefs):
