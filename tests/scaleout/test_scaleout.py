@@ -53,12 +53,22 @@ def free_port(host: str) -> int:
         return port
 
 
+def own_ports(host: str, name: str) -> tuple[dict[str, str], dict[str, int]]:
+    """A replica's own metrics ports (each process on a host serves its own), as env and ports."""
+    metrics, sdk = free_port(host), free_port(host)
+    env = {"TELLONCE_METRICS_PORT": str(metrics), "TELLONCE_SDK_METRICS_PORT": str(sdk)}
+    return env, {f"{name}-metrics": metrics, f"{name}-sdk-metrics": sdk}
+
+
 def add_processes(stack: ChaosStack) -> list[str]:
-    """Two more workers and a second streams process: the same settings, their own HTTP port."""
+    """Two more workers and a second streams process: the same settings, their own ports."""
+    host = stack.settings.host
     for name in WORKERS[1:]:
-        stack.add_replica("worker", name)
-    port = free_port(stack.settings.host)
-    url = f"http://{stack.settings.host}:{port}/health"
+        env, ports = own_ports(host, name)
+        stack.add_replica("worker", name, env=env, ports=ports)
+    env, ports = own_ports(host, "streams-2")
+    port = free_port(host)
+    url = f"http://{host}:{port}/health"
 
     async def streams_2_healthy() -> bool:
         try:
@@ -70,8 +80,8 @@ def add_processes(stack: ChaosStack) -> list[str]:
     stack.add_replica(
         "streams",
         "streams-2",
-        env={"TELLONCE_STREAMS_PORT": str(port)},
-        ports={"streams-2": port},
+        env={**env, "TELLONCE_STREAMS_PORT": str(port)},
+        ports={**ports, "streams-2": port},
         healthy=streams_2_healthy,
     )
     return [*WORKERS[1:], "streams-2"]
