@@ -194,14 +194,14 @@ async def test_the_status_page_works_without_javascript(contexts: Contexts, port
     page = await context.new_page()
     await page.goto(f"{portal.url}/en/status")
     # GCDS draws its fields with scripts: without them the form needs native controls of its own.
-    for control in ("input[name=tracking_id]", "input[name=access_code]", "main form [type=submit]"):
+    for control in ("input[name=tracking_id]", "input[name=access_code]", "main form button[type=submit]"):
         assert await page.locator(control).count() == 1, (
             f"without JavaScript the status form has no {control}"
         )
     await page.locator("input[name=tracking_id]").fill(accepted["tracking_id"])
     await page.locator("input[name=access_code]").fill(accepted["access_code"])
     async with page.expect_navigation():
-        await page.locator("main form [type=submit]").click()
+        await page.locator("main form button[type=submit]").click()
     assert await page_id(page) == "status"
 
     for _ in range(60):

@@ -156,6 +156,8 @@ async def follow_to_the_end(page: Page, before_final: Any = None) -> dict[str, s
     assert await page.evaluate("window.__tellonceMarker") == "still the same document", "the page reloaded"
     if before_final is not None:
         assert last != first
+    # A final request no longer updates and can no longer be withdrawn: the page stops saying so.
+    assert not await page.locator("#withdraw-link").is_visible()
     return last
 
 

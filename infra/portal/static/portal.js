@@ -75,6 +75,9 @@
           if (status.final) {
             window.clearInterval(timer);
             main.setAttribute("data-final", "true");
+            // A final request neither updates any more nor can be withdrawn.
+            var open = document.getElementById("while-open");
+            if (open) open.hidden = true;
           }
         })
         .catch(function () { /* the next poll tries again */ });
