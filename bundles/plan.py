@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -99,10 +100,24 @@ class BundlePlan(Frozen):
         raise KeyError(step_id)
 
 
+_DIGESTS: OrderedDict[int, tuple[BundleDefinition, str]] = OrderedDict()
+_DIGESTS_KEPT = 64
+
+
 def definition_digest(definition: BundleDefinition) -> str:
     """A short, stable fingerprint of a definition, recorded with each bundle."""
+    # Definitions are frozen and few, but serialising one costs more than the rest of planning:
+    # remember the last few by identity (the entry keeps the object alive, so ids stay unique).
+    cached = _DIGESTS.get(id(definition))
+    if cached is not None and cached[0] is definition:
+        _DIGESTS.move_to_end(id(definition))
+        return cached[1]
     canonical = json.dumps(definition.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(canonical).hexdigest()[:16]
+    digest = hashlib.sha256(canonical).hexdigest()[:16]
+    _DIGESTS[id(definition)] = (definition, digest)
+    if len(_DIGESTS) > _DIGESTS_KEPT:
+        _DIGESTS.popitem(last=False)
+    return digest
 
 
 def lookup(data: Mapping[str, Any], path: str) -> Any:

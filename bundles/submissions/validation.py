@@ -132,6 +132,10 @@ def _text_errors(data: Any, already: set[str]) -> list[FieldError]:
     characters such as zero-width spaces and direction overrides, unassigned code points)."""
     errors: dict[str, FieldError] = {}
     for loc, text in _texts(data):
+        # Nearly every text is printable and free of markup: then no character can be refused
+        # (`isprintable` is False for every "other" category), so skip the per-character scan.
+        if text.isprintable() and MARKUP_CHARACTERS.isdisjoint(text):
+            continue
         path = safe_path(loc)
         if path in already:
             continue
