@@ -119,6 +119,8 @@ class Intake:
                     received_at=datetime.now(UTC),
                     task_queue_prefix=self.settings.task_queue_prefix,
                     publish_events=self.settings.events_enabled,
+                    stuck_after_attempts=self.settings.ops_stuck_after_attempts,
+                    stuck_after_attempts_by_system=self.settings.stuck_after_attempts_by_system(),
                 ),
                 id=submission_id,
                 task_queue=bundle_task_queue(self.settings.task_queue_prefix),
