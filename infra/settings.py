@@ -366,6 +366,23 @@ class Settings(BaseSettings):
 
     worker_max_concurrent_activities: int = Field(default=200, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=200, ge=1)
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Workflows a worker keeps in memory between their tasks; one evicted is rebuilt by "
+            "replaying its history on its next task."
+        ),
+    )
+    worker_workflow_sandbox: bool = Field(
+        default=False,
+        description=(
+            "Run workflows in the Temporal SDK's sandbox. Off by default: the sandbox re-imports "
+            "`workflows/` for every workflow it builds (a quarter of the worker's CPU in `tellonce "
+            "bench`), and the workflow code's determinism is held by the workflow tests, which run "
+            "sandboxed, and by their replay tests."
+        ),
+    )
 
     metrics_port: int = Field(
         default=0,

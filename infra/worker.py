@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.control import SystemGate
 from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
@@ -49,6 +50,8 @@ def build_workers(
     record_store: RecordStore | None = None,
     retention_period: timedelta | None = None,
     control_refresh: timedelta | None = timedelta(seconds=1),
+    workflow_sandbox: bool = True,
+    max_cached_workflows: int = 1000,
 ) -> list[Worker]:
     """One worker for bundle workflows, and one per legacy system so each can be throttled alone.
 
@@ -61,6 +64,9 @@ def build_workers(
     Each system's calls pass its gate (`control_refresh`: how long a worker trusts its copy of
     the system's pause and breaker state; None for no gate), which holds them while the system's
     `SystemControlWorkflow` (run on the bundle queue) says so.
+    `workflow_sandbox` runs the workflows in the SDK's sandbox (tests keep it, to catch
+    non-deterministic workflow code; `tellonce worker` follows `worker_workflow_sandbox`), and
+    `max_cached_workflows` bounds the workflows kept in memory between their tasks.
     Systems whose adapter reads reply files (`PolledReplies`) also run the reply-collecting
     activity on their queue; its workflow runs on the bundle queue (`start_reply_collectors`).
     """
@@ -100,6 +106,8 @@ def build_workers(
             ],
             activities=bundle_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+            max_cached_workflows=max_cached_workflows,
+            workflow_runner=SandboxedWorkflowRunner() if workflow_sandbox else UnsandboxedWorkflowRunner(),
         )
     ]
     for system in adapters:
@@ -190,6 +198,8 @@ async def run_worker(settings: Settings) -> None:
         record_store=open_record_store(settings),
         retention_period=settings.retention_period,
         control_refresh=settings.ops_control_refresh,
+        workflow_sandbox=settings.worker_workflow_sandbox,
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
     retention_sweeper = await start_retention_sweeper(client, task_queue_prefix=settings.task_queue_prefix)
     collectors = await start_reply_collectors(
