@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -129,6 +129,18 @@ ATTEMPTS_KEPT = 50
 STUCK_VISIBILITY_PATCH = "ops-stuck-visibility"
 """Bundles started before the stuck search attributes existed replay without their upserts."""
 
+EVENTS_COALESCED_PATCH = "events-coalesced"
+"""Bundles started before status events were coalesced replay publishing each change at once."""
+
+EVENTS_HOLD_MAX = timedelta(seconds=10)
+"""Longest that queued status events wait for the calls in flight to settle before they go out.
+
+A call in flight is about to change a step again (done, waiting for a reply, retrying): waiting
+for it publishes both changes in one batch, one activity instead of two, and it settles within
+seconds unless its system is slow, which this bound covers."""
+
+_T = TypeVar("_T")
+
 INVOKE_STEP = "invoke_step"
 COMPENSATE_STEP = "compensate_step"
 
@@ -225,6 +237,8 @@ class BundleWorkflow:
         self._event_sequence = 0
         self._outbox: list[BundleEvent] = []
         self._outbox_closed = False
+        self._calls_in_flight = 0
+        """Step calls and statement offers sent and not yet answered: status events wait for them."""
         self._start(bundle)
 
     # ------------------------------------------------------------------ orchestration
@@ -550,17 +564,19 @@ class BundleWorkflow:
         status.next_attempt_at = None
         self._sync_visibility()
         try:
-            result = await workflow.execute_activity(
-                INVOKE_STEP,
-                self._call(run, "submit"),
-                task_queue=self._task_queue(step),
-                # With no worker polling the system's queue nothing was sent: waiting is safe,
-                # but only until the step's deadline, when an operator is asked.
-                schedule_to_start_timeout=step.deadline,
-                start_to_close_timeout=step.call_timeout + CALL_TIMEOUT_MARGIN,
-                retry_policy=SINGLE_ATTEMPT,
-                result_type=StepCallResult,
-                summary=f"{step.id} attempt {status.attempts}",
+            result = await self._in_flight(
+                workflow.execute_activity(
+                    INVOKE_STEP,
+                    self._call(run, "submit"),
+                    task_queue=self._task_queue(step),
+                    # With no worker polling the system's queue nothing was sent: waiting is safe,
+                    # but only until the step's deadline, when an operator is asked.
+                    schedule_to_start_timeout=step.deadline,
+                    start_to_close_timeout=step.call_timeout + CALL_TIMEOUT_MARGIN,
+                    retry_policy=SINGLE_ATTEMPT,
+                    result_type=StepCallResult,
+                    summary=f"{step.id} attempt {status.attempts}",
+                )
             )
         except ActivityError as err:
             error = _classify(err, workflow.now())
@@ -752,19 +768,21 @@ class BundleWorkflow:
         # on these: only the matcher's answer to this offer counts.
         self._notices.pop(run.step.id, None)
         try:
-            offer: OfferResult = await workflow.execute_activity(
-                OFFER_BIRTH_STATEMENT,
-                StatementOfferCall(
-                    bundle_workflow_id=workflow.info().workflow_id,
-                    step_id=run.step.id,
-                    payload=run.payload,
-                    wait=STATEMENT_HELD_FOR,
-                ),
-                task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=INTERNAL_RETRY,
-                result_type=OfferResult,
-                summary=f"{run.step.id} statement to the notice matcher",
+            offer: OfferResult = await self._in_flight(
+                workflow.execute_activity(
+                    OFFER_BIRTH_STATEMENT,
+                    StatementOfferCall(
+                        bundle_workflow_id=workflow.info().workflow_id,
+                        step_id=run.step.id,
+                        payload=run.payload,
+                        wait=STATEMENT_HELD_FOR,
+                    ),
+                    task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=INTERNAL_RETRY,
+                    result_type=OfferResult,
+                    summary=f"{run.step.id} statement to the notice matcher",
+                )
             )
         except ActivityError:
             # Only a statement the matcher cannot read fails for good; a person pairs it instead.
@@ -1143,9 +1161,20 @@ class BundleWorkflow:
         )
 
     async def _publish_events(self) -> None:
-        """Publish queued events in order, one batch at a time, beside the steps' own calls."""
+        """Publish queued events in order, one batch at a time, beside the steps' own calls.
+
+        Queued events wait for the calls in flight to be answered (at most `EVENTS_HOLD_MAX`),
+        so that a call and its answer go out in one batch: each batch is an activity and a
+        workflow task in the bundle's history. The bundle's last events never wait.
+        """
+        coalesce = workflow.patched(EVENTS_COALESCED_PATCH)
         while True:
             await workflow.wait_condition(lambda: bool(self._outbox) or self._outbox_closed)
+            if coalesce and self._calls_in_flight and not self._outbox_closed:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: not self._calls_in_flight or self._outbox_closed, timeout=EVENTS_HOLD_MAX
+                    )
             if not self._outbox:
                 return
             batch, self._outbox = self._outbox, []
@@ -1164,6 +1193,14 @@ class BundleWorkflow:
                 workflow.logger.error("Publishing status events failed; trying again")
                 self._outbox = batch + self._outbox
                 await workflow.sleep(EVENTS_PAUSE_AFTER_FAILURE)
+
+    async def _in_flight(self, call: Awaitable[_T]) -> _T:
+        """Await a call whose answer will change a step, counted so status events can wait for it."""
+        self._calls_in_flight += 1
+        try:
+            return await call
+        finally:
+            self._calls_in_flight -= 1
 
     async def _close_outbox(self, publisher: asyncio.Future[None] | None) -> None:
         """Finish only once every event has been published (a cancelled bundle too)."""

@@ -259,3 +259,57 @@ async def test_withdrawing_while_an_undoable_request_is_unanswered_waits_for_the
     assert final.state is BundleState.WITHDRAWN
     assert step(final, "certificate").state is StepState.COMPENSATED
     assert [c.operation for c in adapters["certs"].calls] == ["submit", "compensate"]
+
+
+async def test_events_wait_for_the_calls_in_flight_and_go_out_in_few_batches(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    # On the dev server: the time-skipping server would skip the events' hold while calls run.
+    adapters, prefix = scripted_adapters(), new_prefix()
+    async with running_workers(dev_env.client, adapters, prefix) as log:
+        handle = await start_bundle(dev_env.client, plan(), prefix)
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    batches = [b for b in log.batches if b.tracking_id == handle.id]
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    # A batch goes out once the calls it saw leave have been answered: no step is left running
+    # at the end of any batch, so each call and its answer travel together.
+    for batch in batches:
+        last_state: dict[str, StepState] = {}
+        for event in batch.events:
+            if event.data.step_id is not None and event.data.step_state is not None:
+                last_state[event.data.step_id] = event.data.step_state
+        assert StepState.RUNNING not in last_state.values(), [e.data for e in batch.events]
+    # Every step ran at once and was answered at once: each wave of calls is one batch.
+    calls = sum(1 for e in events if e.data.step_state is StepState.RUNNING)
+    assert len(batches) < calls
+    await assert_replays(handle)
+
+
+async def test_a_step_waiting_for_a_reply_is_published_before_the_reply_comes(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    async with running_workers(time_env.client, adapters, prefix) as log:
+        handle = await start_bundle(time_env.client, plan(), prefix)
+        await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+
+        def published_waiting() -> bool:
+            return any(
+                e.data.step_id == "ccb" and e.data.step_state is StepState.WAITING_REPLY
+                for e in log.events(handle.id)
+            )
+
+        # The wait can last days: its event is not held for the reply.
+        await wait_for(handle, lambda _: published_waiting())
+        await handle.signal(SIGNAL_LEGACY_REPLY, reply(adapters["cra"].submits()[0].key))
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].data.bundle_state is BundleState.COMPLETED
+    await assert_replays(handle)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.api.history.v1 import History
+from temporalio.api.history.v1 import History, HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,7 +33,7 @@ from tests.workflow.support import (
     step,
     wait_for,
 )
-from workflows.bundle import BundleWorkflow
+from workflows.bundle import EVENTS_COALESCED_PATCH, BundleWorkflow
 from workflows.models import SIGNAL_LEGACY_REPLY, BundleState, LegacyReply, StepState
 
 pytestmark = pytest.mark.integration
@@ -61,8 +61,24 @@ def payloads_of(history: History) -> list[Payload]:
                     walk(item)
 
     for event in history.events:
+        if _patch_payloads(event):
+            continue  # written by the SDK's core, never through the codec: see patch_markers
         walk(event)
     return found
+
+
+def _patch_payloads(event: HistoryEvent) -> list[Payload]:
+    """What `workflow.patched` wrote in this event: its marker, and its `TemporalChangeVersion`."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name == "core_patch":
+        return [payload for details in marker.details.values() for payload in details.payloads]
+    fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    return [fields["TemporalChangeVersion"]] if list(fields) == ["TemporalChangeVersion"] else []
+
+
+def patch_markers(history: History) -> list[bytes]:
+    """The data `workflow.patched` wrote (core writes it, never through the codec)."""
+    return [payload.data for event in history.events for payload in _patch_payloads(event)]
 
 
 async def raw_history(env: WorkflowEnvironment, workflow_id: str) -> History:
@@ -106,6 +122,9 @@ async def test_a_bundle_started_under_key_1_finishes_under_key_2(
     payloads = payloads_of(history)
     kids = [p.metadata[KEY_ID_METADATA].decode() for p in payloads if KEY_ID_METADATA in p.metadata]
     assert len(kids) == len(payloads) > 0, "every payload the server holds is encrypted"
+    # Patch markers and the change-version search attribute hold only the name of a code change.
+    markers = patch_markers(history)
+    assert markers and all(EVENTS_COALESCED_PATCH.encode() in data for data in markers)
     assert {p.metadata["encoding"] for p in payloads} == {ENCRYPTED_ENCODING}
     assert kids[0] == first_kid and kids[-1] == second_kid and set(kids) == {first_kid, second_kid}
     raw = history.SerializeToString()
