@@ -38,7 +38,8 @@ LOCAL_ALGORITHM = "EdDSA"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 MIN_REFETCH_INTERVAL = 10.0
-"""Seconds between two JWKS fetches caused by unknown key ids: random `kid`s cannot hammer the issuer."""
+"""Seconds between two JWKS fetches (for unknown key ids, or stale keys while the issuer is down):
+random `kid`s cannot hammer the issuer, and an outage costs one slow request per interval."""
 
 
 class Role(StrEnum):
@@ -217,6 +218,9 @@ class TokenVerifier:
         self._client = client
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        # When keys were last asked for, fetched or not: an issuer outage must not make every
+        # request past the TTL wait on a refetch under the lock.
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -282,10 +286,17 @@ class TokenVerifier:
         async with self._lock:
             now = time.monotonic()
             stale = self._fetched_at is None or now - self._fetched_at > self.jwks_ttl
-            unknown_and_may_refetch = kid not in self._keys and (
-                self._fetched_at is None or now - self._fetched_at > MIN_REFETCH_INTERVAL
+            unknown = kid not in self._keys
+            # Stale or unknown-kid refreshes go to the issuer at most every MIN_REFETCH_INTERVAL,
+            # failed ones included (cached keys serve meanwhile); only a verifier that has never
+            # seen the keys asks on every request, since it can verify nothing without them.
+            recently_asked = (
+                self._fetched_at is not None
+                and self._attempted_at is not None
+                and now - self._attempted_at < MIN_REFETCH_INTERVAL
             )
-            if stale or unknown_and_may_refetch:
+            if (stale or unknown) and not recently_asked:
+                self._attempted_at = now
                 await self._fetch_keys()
         if kid not in self._keys:
             raise AuthError(401, "unknown_key", "the token is signed by a key the issuer does not publish")

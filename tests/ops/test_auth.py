@@ -31,9 +31,11 @@ class Issuer:
     def __init__(self) -> None:
         self.keys: dict[str, EllipticCurvePrivateKey] = {"k1": generate_private_key(SECP256R1())}
         self.fetches = 0
+        self.requests = 0
         self.up = True
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
         if not self.up:
             return httpx.Response(503)
         if request.url.path.endswith("/.well-known/openid-configuration"):
@@ -173,6 +175,41 @@ async def test_an_unreachable_issuer_is_a_503_until_its_keys_were_seen_once(
     issuer.up = False
     error = await refused(verifier, issuer.token())
     assert (error.status, error.code) == (503, "issuer_unreachable")
+
+
+class Clock:
+    """The verifier's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_an_issuer_outage_serves_cached_keys_and_retries_at_most_every_few_seconds(
+    issuer: Issuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr("infra.ops.auth.time", clock)
+    await verifier.verify(issuer.token())
+    issuer.up = False
+    clock.now += 11 * 60  # past the keys' 10-minute TTL
+    asked = issuer.requests
+    for _ in range(5):
+        assert (await verifier.verify(issuer.token())).subject == "alice"
+    # One failed refresh; the next requests use the cached keys without asking the issuer again.
+    assert issuer.requests == asked + 1
+    clock.now += 11  # past MIN_REFETCH_INTERVAL: one more try
+    await verifier.verify(issuer.token())
+    assert issuer.requests == asked + 2
+    issuer.up = True
+    clock.now += 11
+    await verifier.verify(issuer.token())
+    fetched = issuer.fetches
+    clock.now += 60  # recovered and fresh again: no refetch within the TTL
+    await verifier.verify(issuer.token())
+    assert issuer.fetches == fetched == 2
 
 
 def test_the_local_signing_key_is_private_to_its_owner_and_kept(tmp_path: Path) -> None:
