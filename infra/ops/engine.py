@@ -5,7 +5,7 @@ to Temporal (search attributes for lists, queries and updates for one bundle).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -334,6 +334,7 @@ class OpsEngine:
         rate_per_s: float = 10,
         step_system: str | None = None,
         only: Sequence[TargetRef] | None = None,
+        on_outcome: Callable[[ActionOutcome], Awaitable[None]] | None = None,
     ) -> BulkReport:
         """Apply one action to every target `select` finds, at most `rate_per_s` bundles a second.
 
@@ -342,8 +343,14 @@ class OpsEngine:
         still selects: a bundle that became stuck since the preview is left alone, and a previewed
         one the filter no longer selects is reported refused, untouched.
 
+        A target that fails (its bundle gone, Temporal refusing the call) is reported refused with
+        the reason and the run goes on: one bad bundle must not strand the rest of a long run.
+        `on_outcome` is awaited with each outcome as soon as it is known, so the caller can record
+        it even if the run is interrupted later.
+
         Raises:
             ValueError: the action is amend (it has no bulk form).
+            RPCError: Temporal could not list the targets (nothing was acted on).
         """
         if action is OpsActionKind.AMEND:
             raise ValueError("amend is per bundle: corrected data differs from one bundle to the next")
@@ -367,35 +374,51 @@ class OpsEngine:
         report = BulkReport(action=action, dry_run=dry_run, targets=targets)
         if dry_run:
             return report
-        report.outcomes.extend(gone)
-        report.refused += len(gone)
+        for outcome in gone:
+            report.outcomes.append(outcome)
+            report.refused += 1
+            if on_outcome is not None:
+                await on_outcome(outcome)
         gap = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         loop = asyncio.get_running_loop()
         for target in targets:
             started = loop.time()
-            try:
-                outcome = await self.act(
-                    target.tracking_id,
-                    OpsAction(action=action, step_id=target.step_id, actor=actor, reason=reason),
-                )
-            except LookupError:
-                outcome = ActionOutcome(
-                    tracking_id=target.tracking_id,
-                    step_id=target.step_id,
-                    action=action,
-                    accepted=False,
-                    message="the bundle is gone",
-                )
+            outcome = await self._act_on(target, action, actor, reason)
             report.outcomes.append(outcome)
             if outcome.accepted:
                 report.accepted += 1
             else:
                 report.refused += 1
+            if on_outcome is not None:
+                await on_outcome(outcome)
             await asyncio.sleep(max(0.0, gap - (loop.time() - started)))
         log.info(
             "ops.bulk", action=action.value, actor=actor, accepted=report.accepted, refused=report.refused
         )
         return report
+
+    async def _act_on(
+        self, target: ActionTarget, action: OpsActionKind, actor: str, reason: str
+    ) -> ActionOutcome:
+        """One target of a bulk run; a failure becomes a refused outcome that says why."""
+        refused = ActionOutcome(
+            tracking_id=target.tracking_id, step_id=target.step_id, action=action, accepted=False
+        )
+        try:
+            return await self.act(
+                target.tracking_id,
+                OpsAction(action=action, step_id=target.step_id, actor=actor, reason=reason),
+            )
+        except LookupError:
+            refused.message = "the bundle is gone"
+        except RPCError as err:
+            refused.message = f"temporal: {err.status.name}"
+        except Exception as err:
+            # Whatever else one bundle raises (an update timing out, an unreadable answer) is that
+            # bundle's failure: the run goes on and the trail says which one failed.
+            log.exception("ops.bulk_target_failed", tracking_id=target.tracking_id, action=action.value)
+            refused.message = f"failed: {type(err).__name__}"
+        return refused
 
     # ------------------------------------------------------------------ legacy systems
 

@@ -299,40 +299,22 @@ class OpsAccess:
         return outcome
 
     async def perform_bulk(self, request: Request, principal: Principal, body: BulkRequest) -> BulkReport:
-        """A bulk action (or its dry run) through the engine, audited as one entry for the run
-        (`bulk.<action>[.dry_run]`, the filter before, the counts after) and one per bundle it
-        acted on, so a bundle's own history shows it (the caller has checked `bulk_role`).
+        """A bulk action (or its dry run) through the engine, audited as one entry per bundle as
+        each is acted on (so a bundle's own history shows it, and an interrupted run keeps what
+        it did) and one entry for the run, written last whatever happened: `bulk.<action>[.dry_run]`,
+        the filter before, the counts after; `failed` with the cause if the run did not finish
+        (the caller has checked `bulk_role`).
 
         Raises:
             ValueError: the action is amend (it has no bulk form).
-            RPCError: Temporal is out of reach (nothing was done; not audited).
+            RPCError: Temporal could not list the targets (nothing was acted on; the run is
+                audited as failed).
         """
         name = bulk_name(body.action, dry_run=body.dry_run)
-        report = await self.engine(request).bulk(
-            body.filter,
-            body.action,
-            principal.subject,
-            body.reason,
-            dry_run=body.dry_run,
-            rate_per_s=body.rate_per_s,
-            only=body.targets,
-        )
-        await self.record(
-            audit_entry(
-                principal,
-                name,
-                Outcome.ACCEPTED,
-                system=body.filter.system,
-                reason=body.reason,
-                before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
-                after={
-                    "targets": len(report.targets),
-                    "accepted": report.accepted,
-                    "refused": report.refused,
-                },
-            )
-        )
-        for outcome in report.outcomes:
+        done: list[ActionOutcome] = []
+
+        async def audited(outcome: ActionOutcome) -> None:
+            done.append(outcome)
             await self.record(
                 audit_entry(
                     principal,
@@ -343,7 +325,45 @@ class OpsAccess:
                     reason=body.reason,
                     before={"state": outcome.before},
                     after={"state": outcome.after},
-                    detail=f"part of {name}",
+                    detail=f"part of {name}" + (f": {outcome.message}" if outcome.message else ""),
+                )
+            )
+
+        report: BulkReport | None = None
+        failure: str | None = None
+        try:
+            report = await self.engine(request).bulk(
+                body.filter,
+                body.action,
+                principal.subject,
+                body.reason,
+                dry_run=body.dry_run,
+                rate_per_s=body.rate_per_s,
+                only=body.targets,
+                on_outcome=audited,
+            )
+        except RPCError as exc:
+            failure = f"temporal: {exc.status.name}"
+            raise
+        except BaseException as exc:
+            failure = f"interrupted: {type(exc).__name__}"
+            raise
+        finally:
+            accepted = sum(1 for o in done if o.accepted)
+            await self.record(
+                audit_entry(
+                    principal,
+                    name,
+                    Outcome.ACCEPTED if failure is None else Outcome.FAILED,
+                    system=body.filter.system,
+                    reason=body.reason,
+                    before={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
+                    after={
+                        "targets": len(report.targets) if report is not None else None,
+                        "accepted": accepted,
+                        "refused": len(done) - accepted,
+                    },
+                    detail=failure,
                 )
             )
         return report

@@ -334,7 +334,8 @@ async def test_supervisor_previews_then_runs_a_bulk_retry_audited_like_the_api(c
     await wait_for(console.handle, lambda s: step(s, "sin").state is StepState.DONE)
 
     entries = [e for e in console.audit() if e["action"] != "console.sign_in"]
-    console_preview, api_preview, bulk_run, retry = entries
+    # Each bundle's entry is written as it is acted on; the run's own entry comes last.
+    console_preview, api_preview, retry, bulk_run = entries
     assert said(console_preview) == said(api_preview)
     assert console_preview["action"] == "bulk.retry.dry_run" and console_preview["outcome"] == "accepted"
     assert console_preview["before"] == {
