@@ -745,6 +745,11 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
         for path in list(errors):
             if path not in paths and path != "reason":
                 general.append(f"{path}: {errors.pop(path)}")
+        # The page comes back filled with the step's stored data, not only what was posted: a view
+        # of personal data like the amend page's, audited the same way.
+        await console.access.record_personal_view(
+            principal, tracking_id, f"step {step_id}'s data shown again after a refused amend", step=step_id
+        )
         return console.render(
             request,
             language_,

@@ -477,3 +477,23 @@ async def test_supervisor_pauses_and_resumes_a_system_audited_like_the_api(conso
     assert {k: console_pause[k] for k in same} == {k: api_pause[k] for k in same}
     assert "already paused" in conflict["detail"]
     assert resume["after"]["paused"] is False and resume["after"]["release_per_s"] == 2.5
+
+
+async def test_an_amend_refused_for_want_of_a_reason_is_a_view_of_the_data_and_audited(
+    console: Console,
+) -> None:
+    await console.sign_in(Role.OPERATOR)
+    page = f"/ops/en/bundles/{console.tracking_id}"
+    token = await console.csrf(page)  # the timeline without data: no view yet
+    # Posted straight to the action (a stale form, a script): the page that comes back is filled
+    # with the step's data, so it is a view of it like the amend page itself.
+    answer = await console.http.post(f"{page}/steps/sin/amend", data={"reason": " ", "csrf_token": token})
+    assert answer.status_code == 422 and "#reason-amend" in answer.text
+    assert "Zoë-Chloé O&#39;Neil" in answer.text  # the stored data, which the browser did not post
+    views = [
+        (e["action"], e["outcome"], e["subject"], e["bundle"])
+        for e in console.audit()
+        if e["action"] == "view.personal_data"
+    ]
+    assert views == [("view.personal_data", "accepted", "operator-1", console.tracking_id)]
+    assert (await console.handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
