@@ -40,6 +40,7 @@ from infra.ops.models import (
     SystemState,
     TargetRef,
 )
+from infra.redaction import redact_text
 from infra.settings import Settings
 from workflows.bundle import BundleWorkflow
 from workflows.models import (
@@ -182,6 +183,7 @@ class OpsEngine:
 
     async def act(self, tracking_id: str, request: OpsAction) -> ActionOutcome:
         """Apply one operator action; refused actions say why (and, for amend, which fields).
+        The reason reaches the workflow redacted (`infra.redaction.redact_text`).
 
         Raises:
             LookupError: no bundle with this tracking id.
@@ -189,6 +191,9 @@ class OpsEngine:
         outcome = ActionOutcome(
             tracking_id=tracking_id, step_id=request.step_id, action=request.action, accepted=False
         )
+        # The reason is free text kept in the bundle's timeline, which every viewer reads: an
+        # identifier typed into it is redacted as the audit trail redacts it.
+        request = request.model_copy(update={"reason": redact_text(request.reason)})
         handle = self.client.get_workflow_handle_for(BundleWorkflow.run, tracking_id)
         if request.action is OpsActionKind.WITHDRAW:
             return await self._withdraw(tracking_id, request, outcome)

@@ -189,6 +189,22 @@ async def test_operator_views_data_audited_but_bulk_and_pause_need_a_supervisor(
     assert {e["action"] for e in entries if e["outcome"] == "denied"} == {"bulk.retry", "pause"}
 
 
+async def test_a_sin_typed_into_a_reason_reaches_neither_the_workflow_nor_a_viewer(ops: OpsStack) -> None:
+    typed = "caller read out SIN 046 454 286, name fixed at ESDC"
+    answer = await ops.api.post(
+        f"/api/v1/ops/bundles/{ops.tracking_id}/actions",
+        json={"action": "retry", "step_id": "sin", "reason": typed},
+        headers=ops.auth(Role.OPERATOR),
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] is True, answer.text
+
+    (decision,) = (await ops.handle.query(BundleWorkflow.status)).actions
+    assert decision.reason == "caller read out SIN [redacted:sin], name fixed at ESDC"
+    timeline = await ops.api.get(f"/api/v1/ops/bundles/{ops.tracking_id}", headers=ops.auth(Role.VIEWER))
+    assert [d["reason"] for d in timeline.json()["decisions"]] == [decision.reason]
+    assert "454" not in timeline.text
+
+
 def step_payload(timeline: dict[str, Any], step_id: str) -> dict[str, Any]:
     found: dict[str, Any] = next(s for s in timeline["steps"] if s["status"]["id"] == step_id)["payload"]
     return found
