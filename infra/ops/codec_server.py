@@ -9,14 +9,16 @@ content type, so another page cannot make a simple cross-site request to it.
 A token arrives as `Authorization: Bearer …` (a UI with its own OIDC login and "pass access
 token" on), or as the `tellonce_codec` cookie set by `…/session`: the dev stack's UI has no
 login of its own, so an operator pastes their token there once and turns on "Include
-cross-origin credentials" in the UI's codec settings.
+cross-origin credentials" in the UI's codec settings. That form carries the app's CSRF token
+(API routes are otherwise exempt), so another site cannot sign a browser in under its own
+token (login CSRF); a script may instead send the token as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, Request, Response
@@ -32,6 +34,9 @@ from infra.ops.audit import AuditRecord, Outcome, now
 from infra.ops.auth import AuthError, Principal, Role
 from infra.settings import Settings
 
+if TYPE_CHECKING:
+    from infra.websecurity import CsrfTokens
+
 CODEC_PATH = "/api/v1/ops/codec"
 COOKIE = "tellonce_codec"
 MAX_CODEC_BODY = 4 * 1024 * 1024
@@ -44,7 +49,11 @@ Record = Callable[[AuditRecord], Awaitable[None]]
 
 def codec_app(settings: Settings, authorize: Authorize, record: Record) -> FastAPI:
     """The codec endpoint as an app of its own, mounted at `CODEC_PATH` (its CORS is its own)."""
+    # websecurity reads this module's limits at import: its CSRF tokens are imported here.
+    from infra.websecurity import CsrfTokens, csrf_secret_source, csrf_token  # noqa: PLC0415
+
     codec = EncryptionCodec(settings.keyring) if settings.keyring is not None else None
+    csrf = CsrfTokens(csrf_secret_source(settings))
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.add_middleware(
         CORSMiddleware,
@@ -103,17 +112,22 @@ def codec_app(settings: Settings, authorize: Authorize, record: Record) -> FastA
         return await run(request, "encode", x_namespace)
 
     @app.get("/session", response_class=HTMLResponse)
-    async def session_form() -> HTMLResponse:
+    async def session_form(request: Request) -> HTMLResponse:
         """A form to paste a token once, so the Temporal UI can send it as a cookie."""
-        return HTMLResponse(SESSION_FORM, headers={"Cache-Control": "no-store"})
+        page = SESSION_FORM.replace("{csrf}", html.escape(csrf_token(request), quote=True))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @app.post("/session")
     async def session(request: Request) -> Response:
-        """Keep a token (from the form, or the Authorization header) in an HttpOnly cookie."""
+        """Keep a token (from the form, or the Authorization header) in an HttpOnly cookie.
+
+        The form must carry the CSRF token its page gave: a browser cannot be signed in by a post
+        from another site. A bearer header needs none (no other site can set it).
+        """
+        secure = bool(request.scope.get("tellonce.secure")) or request.url.scheme == "https"
         token = _bearer(request)
         if token is None:
-            form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
-            token = (form.get("token") or [""])[0].strip() or None
+            token = _posted_token(request, await request.body(), secure, csrf)
         principal = await authorize(request, Role.OPERATOR, "codec.session", token)
         await record(_entry(principal, "codec.session", Outcome.ACCEPTED, "codec cookie set"))
         answer = HTMLResponse(
@@ -129,7 +143,9 @@ def codec_app(settings: Settings, authorize: Authorize, record: Record) -> FastA
             path=CODEC_PATH,
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            # Behind a TLS-terminating proxy the request reaches us over http: the app's own
+            # test (TELLONCE_BEHIND_TLS) says whether the browser's connection is secure.
+            secure=secure,
         )
         return answer
 
@@ -139,6 +155,21 @@ def codec_app(settings: Settings, authorize: Authorize, record: Record) -> FastA
         return _error(exc.status, exc.message, code=exc.code, headers=headers)
 
     return app
+
+
+def _posted_token(request: Request, body: bytes, secure: bool, csrf: CsrfTokens) -> str | None:
+    """The token pasted in the sign-in form, once the form's CSRF token is checked.
+
+    Raises:
+        AuthError: 403 when the CSRF token is missing or not this browser's.
+    """
+    from infra.websecurity import CSRF_COOKIE, CSRF_COOKIE_SECURE, CSRF_FIELD  # noqa: PLC0415
+
+    form = parse_qs(body.decode("utf-8", errors="replace"))
+    cookie_id = request.cookies.get(CSRF_COOKIE_SECURE if secure else CSRF_COOKIE)
+    if not csrf.matches(cookie_id, (form.get(CSRF_FIELD) or [""])[0]):
+        raise AuthError(403, "csrf", "open the sign-in form again and paste the token there")
+    return (form.get("token") or [""])[0].strip() or None
 
 
 def _bearer(request: Request) -> str | None:
@@ -179,6 +210,7 @@ SESSION_FORM = """<!doctype html>
 <p>Paste an operator or supervisor token (<code>tellonce dev</code> prints one as <code>ops-token</code>).
 It is kept in a cookie only this codec endpoint receives.</p>
 <form method="post" action="session">
+<input type="hidden" name="csrf_token" value="{csrf}">
 <label for="token">Token</label>
 <input id="token" name="token" type="password" autocomplete="off" required>
 <button type="submit">Sign in</button>

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -322,10 +323,12 @@ async def test_the_codec_endpoint_decodes_a_real_history_payload_for_operators_o
     assert decoded.headers["Cache-Control"] == "no-store"
 
     # The cookie a pasted token becomes serves the Temporal UI, which sends no Authorization.
+    form = await ops.api.get("/api/v1/ops/codec/session")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf, form.text
     session = await ops.api.post(
         "/api/v1/ops/codec/session",
-        content=f"token={ops.token(Role.OPERATOR, 'ui-user')}",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        data={"token": ops.token(Role.OPERATOR, "ui-user"), "csrf_token": csrf.group(1)},
     )
     assert session.status_code == 200
     assert "HttpOnly" in session.headers["set-cookie"]
