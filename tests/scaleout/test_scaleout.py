@@ -3,10 +3,16 @@
 Three worker processes and two streams processes run against one Temporal namespace and one
 Kafka consumer group, beside the API and the rest of the dev stack (`tests/chaos/stack.py`).
 Newborn and change-of-address bundles arrive over HTTP and Kafka (each Kafka one twice, and the
-hospital's notice for each newborn); the busiest worker and one streams process are SIGKILLed
-while the first wave is in flight, and the second wave arrives while the survivors carry the load. Then
-every submission must have exactly one bundle execution, every bundle must have completed, and
-no legacy system's ledger may hold the same idempotency key twice. The counts are printed (`-s`).
+hospital's notice for each newborn), in two waves.
+
+Two processes die mid-run and stay dead. The streams process holding most submissions
+partitions is SIGKILLed a few milliseconds after it starts the first record of wave 1, in the
+middle of its batch: the broker's committed offsets, read right after, must show records it
+had started but not committed, which the surviving process must then handle again (the
+at-least-once path: commit after start, a second start a no-op). The busiest worker is killed
+with its legacy calls in flight. Wave 2 arrives while the survivors carry the load. Then every
+submission must have exactly one bundle execution, every bundle must have completed, and no
+legacy system's ledger may hold the same idempotency key twice. The counts are printed (`-s`).
 
 `TELLONCE_SCALEOUT=full .venv/bin/pytest tests/scaleout -s` runs 200 bundles instead of 60.
 """
@@ -26,11 +32,19 @@ import httpx
 import pytest
 
 from infra.sandbox.client import SandboxAdmin
+from infra.streams.submissions import tracking_id_for
 from infra.temporal import connect
 from tests.chaos.scenario import SHORT, make_submissions, say
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verify import read_ledgers, settled_bundle_executions, wait_all_final
-from tests.chaos.workload import Partner, Submission, submit_http
+from tests.chaos.workload import Partner, Submission, envelope, submit_http
+from tests.scaleout.kafka_watch import (
+    GroupOffsets,
+    MidBatchKill,
+    kill_mid_batch,
+    started_records,
+    wait_group_settled,
+)
 from workflows.models import BundleState
 
 FULL = os.environ.get("TELLONCE_SCALEOUT", "").strip().lower() == "full"
@@ -39,8 +53,7 @@ PER_WAVE = 50 if FULL else 15
 FINAL_TIMEOUT = 600.0 if FULL else 150.0
 WORKERS = ("worker", "worker-2", "worker-3")
 STREAMS = ("streams", "streams-2")
-KILLED_STREAMS = "streams"
-"""SIGKILLed mid-run, with the busiest worker at that moment; neither is restarted."""
+"""The one holding most submissions partitions is SIGKILLed mid-batch; killed processes stay dead."""
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500 if FULL else 420)]
 
@@ -95,33 +108,53 @@ def waves() -> list[list[Submission]]:
     return make_submissions(plan, run_salt=100_000 + int(time.time()) % 800_000)
 
 
+async def send_kafka(partner: Partner, kafka: list[Submission], copies: int = 2) -> None:
+    """Every Kafka submission `copies` times, produced at once so they reach the consumers together.
+
+    One `send_and_wait` after another would trickle in, and each streams process would handle
+    them in batches of one or two, committed within milliseconds: there would be no batch to
+    die in the middle of.
+    """
+    topic = partner.settings.kafka_topic_submissions
+    pending = [
+        await partner.producer.send(topic, envelope(s, partner.settings), key=str(s.kafka_id).encode())
+        for _ in range(copies)
+        for s in kafka
+    ]
+    await asyncio.gather(*pending)
+    for submission in kafka:
+        assert submission.kafka_id is not None
+        submission.kafka_sends += copies
+        submission.tracking_id = tracking_id_for(submission.kafka_id)
+
+
 async def send(api: httpx.AsyncClient, partner: Partner, wave: list[Submission]) -> None:
     """HTTP submissions all at once, Kafka ones twice each, then the newborns' hospital notices."""
-    kafka = [s for s in wave if s.channel == "kafka"]
-
-    async def over_kafka() -> None:
-        for _ in range(2):
-            for submission in kafka:
-                await partner.send_submission(submission)
-
     await asyncio.gather(
-        *(submit_http(api, s, give_up_after=60) for s in wave if s.channel == "api"), over_kafka()
+        *(submit_http(api, s, give_up_after=60) for s in wave if s.channel == "api"),
+        send_kafka(partner, [s for s in wave if s.channel == "kafka"]),
     )
     for submission in wave:
         if submission.newborn:
             await partner.send_notice(submission)
 
 
-def handled_by(stack: ChaosStack, name: str, event: str) -> int:
-    """How many `event` lines a process logged (every incarnation), to show who carried the load."""
-    count = 0
+def json_lines(stack: ChaosStack, name: str) -> list[dict[str, Any]]:
+    """Every JSON line a process logged (every incarnation)."""
+    entries: list[dict[str, Any]] = []
     for line in stack.log_path(name).read_text(errors="replace").splitlines():
         try:
             entry: Any = json.loads(line)
         except ValueError:
             continue
-        count += isinstance(entry, dict) and entry.get("event") == event
-    return count
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def handled_by(stack: ChaosStack, name: str, event: str) -> int:
+    """How many `event` lines a process logged (every incarnation), to show who carried the load."""
+    return sum(1 for entry in json_lines(stack, name) if entry.get("event") == event)
 
 
 async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_one_each(
@@ -133,20 +166,35 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
     for name in extra:
         stack.start(name)
     await asyncio.gather(*(stack.wait_healthy(name) for name in extra))
+    held = await wait_group_settled(stack, STREAMS)
+    # The one with most partitions has most records in flight when it dies.
+    doomed = max(STREAMS, key=lambda name: len(held[name]))
+    survivor = next(name for name in STREAMS if name != doomed)
     first, second = waves()
     everything = first + second
-    timeline: list[str] = [f"{time.monotonic() - started:5.1f}s  3 workers, 2 streams healthy"]
+    timeline: list[str] = [
+        f"{time.monotonic() - started:5.1f}s  3 workers, 2 streams healthy, partitions {held}"
+    ]
 
     async with (
         httpx.AsyncClient(base_url=stack.settings.api_base_url, timeout=30.0) as api,
         SandboxAdmin(stack.settings.sandbox_base_url) as sandbox,
     ):
         partner = Partner(stack.settings)
+        offsets = GroupOffsets(stack.settings)
         await partner.start()
+        await offsets.start()
         client = await connect(stack.settings)
         try:
+            # The streams process dies a few ms after it starts its first record of wave 1, with
+            # the rest of its batch in flight and uncommitted.
+            watching = asyncio.create_task(kill_mid_batch(stack, doomed, held[doomed], offsets))
             await send(api, partner, first)
-            timeline.append(f"{time.monotonic() - started:5.1f}s  wave 1 sent: {len(first)} bundles")
+            streams_kill: MidBatchKill = await watching
+            timeline.append(
+                f"{time.monotonic() - started:5.1f}s  wave 1 sent: {len(first)} bundles; {doomed} SIGKILLed, "
+                f"dead {streams_kill.seconds_to_kill * 1000:.0f} ms after its first start showed in its log"
+            )
             # Mid-flight: once the workers have made as many legacy calls as the wave has bundles
             # (a sixth of the wave's calls), the one that made most of them dies with its calls.
             calls = dict.fromkeys(WORKERS, 0)
@@ -155,11 +203,9 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
                 await asyncio.sleep(0.5)
                 calls = {name: handled_by(stack, name, "step.calling") for name in WORKERS}
             busiest = max(WORKERS, key=lambda name: calls[name])
-            for name in (busiest, KILLED_STREAMS):
-                stack.kill(name)
+            stack.kill(busiest)
             timeline.append(
-                f"{time.monotonic() - started:5.1f}s  SIGKILL {busiest} and {KILLED_STREAMS} "
-                f"(legacy calls so far: {calls})"
+                f"{time.monotonic() - started:5.1f}s  SIGKILL {busiest} (legacy calls so far: {calls})"
             )
             await send(api, partner, second)
             timeline.append(f"{time.monotonic() - started:5.1f}s  wave 2 sent: {len(second)} bundles")
@@ -170,8 +216,12 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
             executions = await settled_bundle_executions(client, expected=len(tracking_ids))
             dedupes, effects = await read_ledgers(sandbox)
         finally:
+            await offsets.stop()
             await partner.stop()
 
+    topic = stack.settings.kafka_topic_submissions
+    survivor_started = started_records(json_lines(stack, survivor), topic)
+    streams_kill.handled_again = survivor_started & streams_kill.uncommitted
     runs = Counter(workflow_id for workflow_id, _run, _status in executions)
     states = Counter(o.status.state.value if o.status else o.execution for o in outcomes.values())
     keys = Counter((e.system, e.operation, e.key) for e in effects)
@@ -180,13 +230,15 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
     report: dict[str, Any] = {
         "submitted": len(everything),
         "accepted": sum(1 for s in everything if s.accepted),
+        "kafka_records_sent": sum(s.kafka_sends for s in everything),
         "bundles_started": len(runs),
         "executions": sum(runs.values()),
         "completed": states.get(BundleState.COMPLETED.value, 0),
         "states": dict(states),
         "ledger_entries": dict(sorted(by_system.items())),
         "duplicates_per_system": {system: duplicates.get(system, 0) for system in sorted(dedupes)},
-        "killed": [busiest, KILLED_STREAMS],
+        "streams_kill": streams_kill.figures(),
+        "killed_worker": busiest,
         "kafka_records_per_streams": {n: handled_by(stack, n, "submission.accepted") for n in STREAMS},
         "legacy_calls_per_worker": {n: handled_by(stack, n, "step.calling") for n in WORKERS},
         "wall_s": round(time.monotonic() - started, 1),
@@ -194,6 +246,12 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
     say("\n".join(["", "scale-out run:", *timeline, json.dumps(report, indent=2)]))
 
     assert stack.died() is None
+    # The kill really was mid-batch: it had started records whose offsets were not committed,
+    # so Kafka had to deliver them again (a kill after the commit would prove only a rebalance).
+    assert streams_kill.started_uncommitted, f"{doomed} was killed after its commit: {streams_kill.figures()}"
+    assert streams_kill.uncommitted - survivor_started == set(), (
+        f"records {doomed} left uncommitted that {survivor} never handled: {streams_kill.figures()}"
+    )
     assert report["accepted"] == len(everything), "a submission was never accepted"
     assert set(runs) == set(tracking_ids), "a submission has no bundle, or a bundle no submission"
     assert [wid for wid, n in runs.items() if n > 1] == [], "a submission started more than once"
