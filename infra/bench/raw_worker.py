@@ -1,8 +1,8 @@
 """The raw baseline's worker process: `python -m infra.bench.raw_worker --target HOST:PORT ...`.
 
 A process of its own, like `tellonce worker`, so its memory is measured the same way. Same
-runner (the SDK's default sandboxed one) and same concurrency limits as tellonce's worker; the
-SDK's default data converter, since the baseline is Temporal and nothing else.
+runner (unsandboxed, `tellonce worker`'s default) and same concurrency limits as tellonce's
+worker; the SDK's default data converter, since the baseline is Temporal and nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import signal
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from infra.bench.raw import RawActivities, RawBundleWorkflow
 
@@ -28,6 +28,7 @@ async def serve(args: argparse.Namespace) -> None:
         activities=[RawActivities(client).raw_step],
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+        workflow_runner=UnsandboxedWorkflowRunner(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
