@@ -631,6 +631,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             reason=reason or None,
         )
         problem = _reason_error(reason)
+        refusal: str | None = None
         if problem is None and kind is not OpsActionKind.AMEND:
             try:
                 outcome = await console.access.perform(
@@ -645,7 +646,9 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
                 raise ConsoleRefused(language_, 503) from None
             if outcome.accepted:
                 return _see_other(f"{CONSOLE_PREFIX}/{language_}/bundles/{tracking_id}?done={kind.value}")
-            problem = outcome.message or N_("The bundle cannot take this action now.")
+            # The engine's and the workflow's words are English and not in the catalogue: the
+            # page says it in its language and shows them apart, marked English.
+            problem, refusal = N_("The bundle cannot take this action now."), outcome.message
         shown = await console.timeline(request, language_, tracking_id)
         form_key = step_id or "bundle"
         return _timeline_page(
@@ -654,7 +657,7 @@ def router() -> APIRouter:  # noqa: PLR0915 - one closure per page
             lang=language_,
             session=session,
             shown=shown,
-            extra={"failed_form": form_key, "problem": problem, "reason": reason},
+            extra={"failed_form": form_key, "problem": problem, "refusal": refusal, "reason": reason},
             status=422,
         )
 

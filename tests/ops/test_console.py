@@ -497,3 +497,18 @@ async def test_an_amend_refused_for_want_of_a_reason_is_a_view_of_the_data_and_a
     ]
     assert views == [("view.personal_data", "accepted", "operator-1", console.tracking_id)]
     assert (await console.handle.query(BundleWorkflow.status)).state is BundleState.NEEDS_ATTENTION
+
+
+async def test_a_refusal_in_the_engines_words_is_marked_english_on_a_french_page(console: Console) -> None:
+    await console.sign_in(Role.OPERATOR)
+    page = f"/ops/fr/bundles/{console.tracking_id}"
+    token = await console.csrf(page)
+    answer = await console.http.post(
+        f"{page}/actions",
+        data={"action": "skip", "step_id": "nosuch", "reason": "tidy up", "csrf_token": token},
+    )
+    assert answer.status_code == 422
+    # The summary and the field say it in French; the engine's own words follow, marked English.
+    assert "Le dossier ne peut pas recevoir cette action maintenant." in answer.text
+    assert '<span lang="en">no step &#39;nosuch&#39; in this bundle</span>' in answer.text
+    assert answer.text.count("no step &#39;nosuch&#39;") == 1
