@@ -86,6 +86,9 @@ AllStuck = Annotated[
     bool, typer.Option("--all-stuck", help="Act on every stuck bundle the filters select (supervisor).")
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Only show what would happen.")]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Bulk: run on the previewed targets without asking.")
+]
 RateOption = Annotated[float, typer.Option("--rate", min=0.1, help="Bulk: bundles per second at most.")]
 
 
@@ -313,24 +316,58 @@ def _act(  # noqa: PLR0917 - the shared body of retry, skip, fail and withdraw
     json_out: bool,
     api: str | None,
     token: str | None,
+    yes: bool = False,
 ) -> None:
     if all_stuck == (tracking_id is not None):
         _fail(f"say what to {action}: a TRACKING_ID, or --all-stuck with filters", EXIT_USAGE)
     with _client(api, token) as client:
         if all_stuck:
-            body = {
-                "action": action,
-                "filter": filters,
-                "reason": reason,
-                "dry_run": dry_run,
-                "rate_per_s": rate,
-            }
-            _print_bulk(_answer(client.post(f"{OPS}/bulk", json=body)), json_out)
+            _bulk(client, action, filters, reason, dry_run=dry_run, rate=rate, json_out=json_out, yes=yes)
             return
         if dry_run:
             _fail("--dry-run goes with --all-stuck (a single action says what it did)", EXIT_USAGE)
         body = {"action": action, "step_id": step, "reason": reason}
         _print_outcome(_answer(client.post(f"{OPS}/bundles/{tracking_id}/actions", json=body)), json_out)
+
+
+def _bulk(
+    client: httpx.Client,
+    action: str,
+    filters: dict[str, Any],
+    reason: str,
+    *,
+    dry_run: bool,
+    rate: float,
+    json_out: bool,
+    yes: bool,
+) -> None:
+    """A bulk action: always previewed first; a run, once confirmed, acts only on the previewed
+    targets (a bundle stuck since the preview is left alone)."""
+    body: dict[str, Any] = {
+        "action": action,
+        "filter": filters,
+        "reason": reason,
+        "dry_run": True,
+        "rate_per_s": rate,
+    }
+    preview = _answer(client.post(f"{OPS}/bulk", json=body))
+    if dry_run:
+        _print_bulk(preview, json_out)
+        return
+    targets = preview["targets"]
+    if not targets:
+        _print_bulk(preview, json_out)
+        return
+    if not yes:
+        if json_out:
+            _fail("a bulk run with --json asks nothing: add --yes (or preview with --dry-run)", EXIT_USAGE)
+        _print_bulk(preview, json_out=False)
+        if not typer.confirm(f"{action} these {len(targets)} target(s)?", default=False):
+            _fail("nothing was changed")
+    pinned = [{"tracking_id": t["tracking_id"], "step_id": t.get("step_id")} for t in targets]
+    _print_bulk(
+        _answer(client.post(f"{OPS}/bulk", json={**body, "dry_run": False, "targets": pinned})), json_out
+    )
 
 
 def _single_or_bulk(action: str, needs_step: bool) -> Any:
@@ -346,6 +383,7 @@ def _single_or_bulk(action: str, needs_step: bool) -> Any:
         older_than: OlderFilter = None,
         dry_run: DryRun = False,
         rate: RateOption = 10.0,
+        yes: YesOption = False,
         json_out: JsonOption = False,
         api: ApiOption = None,
         token: TokenOption = None,
@@ -353,7 +391,7 @@ def _single_or_bulk(action: str, needs_step: bool) -> Any:
         if needs_step and tracking_id is not None and step is None:
             _fail(f"{action} needs --step STEP", EXIT_USAGE)
         filters = _filters(bundle, jurisdiction, system, stuck_reason, older_than)
-        _act(action, tracking_id, step, reason, all_stuck, filters, dry_run, rate, json_out, api, token)
+        _act(action, tracking_id, step, reason, all_stuck, filters, dry_run, rate, json_out, api, token, yes)
 
     return command
 
