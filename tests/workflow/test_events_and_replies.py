@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from adapters.sdk import NeedsAttentionError, TransientError
 from bundles.models import LocalizedText
+from tests.encryption import TEST_DATA_CONVERTER
 from tests.workflow.support import (
     SUBMISSION,
     assert_replays,
@@ -313,3 +317,11 @@ async def test_a_step_waiting_for_a_reply_is_published_before_the_reply_comes(
     assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[-1].data.bundle_state is BundleState.COMPLETED
     await assert_replays(handle)
+
+
+async def test_a_bundle_started_before_events_were_coalesced_replays_on_todays_code() -> None:
+    # Recorded at commit 54b49e7 (one publication per change): the test bundle, run to completion
+    # on the dev server, its events in 4 batches. Payloads are sealed with the tests' fixed key.
+    recorded = Path(__file__).parent / "histories" / "bundle-before-events-coalesced.json"
+    history = WorkflowHistory.from_json("bundle-before-events-coalesced", recorded.read_text())
+    await Replayer(workflows=[BundleWorkflow], data_converter=TEST_DATA_CONVERTER).replay_workflow(history)
