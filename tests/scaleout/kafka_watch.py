@@ -130,7 +130,7 @@ class MidBatchKill:
     ends: dict[int, int]
     """The end of each of its partitions right after the kill."""
     seconds_to_kill: float
-    """From seeing its first start in its log to its death (SIGKILL and wait)."""
+    """From seeing an uncommitted start to the process's death (SIGKILL and wait)."""
     handled_again: set[Position] = field(default_factory=set)
     """Filled in at the end: uncommitted records of its partitions that another process handled."""
 
@@ -154,7 +154,7 @@ class MidBatchKill:
             "log_end_offsets": self.ends,
             "uncommitted_at_kill": len(self.uncommitted),
             "started_but_uncommitted_at_kill": len(self.started_uncommitted),
-            "seconds_from_first_start_seen_to_death": round(self.seconds_to_kill, 3),
+            "seconds_from_uncommitted_start_seen_to_death": round(self.seconds_to_kill, 3),
             "uncommitted_handled_again_by_survivor": len(self.handled_again & self.uncommitted),
         }
 
@@ -179,10 +179,15 @@ class GroupOffsets:
         """Disconnect."""
         await self.consumer.stop()
 
+    async def committed(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The group's committed offsets of some partitions (0 where it has committed none)."""
+        return {p: (await self.consumer.committed(TopicPartition(self.topic, p))) or 0 for p in partitions}
+
     async def read(self, partitions: Iterable[int]) -> tuple[dict[int, int], dict[int, int]]:
         """Committed and end offsets of some partitions."""
+        partitions = list(partitions)
+        committed = await self.committed(partitions)
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        committed = {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in tps}
         ends = {tp.partition: end for tp, end in (await self.consumer.end_offsets(tps)).items()}
         return committed, ends
 
@@ -190,27 +195,35 @@ class GroupOffsets:
 async def kill_mid_batch(
     stack: ChaosStack, name: str, partitions: set[int], offsets: GroupOffsets, *, timeout: float = 60.0
 ) -> MidBatchKill:
-    """SIGKILL a streams process as soon as it has started the first record it is sent from now.
+    """SIGKILL a streams process as soon as it has started a record it has not committed yet.
 
     Its batch commits only once every record in it has started, so at that moment the rest of
-    the batch is in flight and nothing of it is committed. Whether that held is read from the
-    broker right after the kill, not assumed: the caller asserts on the figures.
+    the batch is in flight. The log shows a start within milliseconds; the broker is then asked
+    whether that record's offset is still uncommitted (a batch of one record may already be),
+    and if so the process dies at once. Whether the kill came before the commit is read from
+    the broker again right after it, not assumed: the caller asserts on the figures.
     """
     tail = LogTail(stack.log_path(name))
     topic = stack.settings.kafka_topic_submissions
     deadline = time.monotonic() + timeout
     started: set[Position] = set()
-    while not started:
-        started = started_records(tail.read(), topic)
-        if started:
-            break
+    while True:
+        new = started_records(tail.read(), topic)
+        started |= new
+        if new:
+            committed = await offsets.committed(partitions)
+            if any(offset >= committed[partition] for partition, offset in new):
+                break
         if time.monotonic() > deadline:
-            raise AssertionError(f"{name} started no record in {timeout:.0f}s\n{stack.tail(name)}")
+            raise AssertionError(
+                f"{name} started no record it had not committed yet in {timeout:.0f}s "
+                f"(started: {sorted(started)})\n{stack.tail(name)}"
+            )
         # Polling the file this often costs little and keeps the kill within a few ms of the start.
         await asyncio.sleep(0.002)
-    first = time.monotonic()
+    seen = time.monotonic()
     stack.kill(name)
-    after = time.monotonic() - first
+    dead_after = time.monotonic() - seen
     started |= started_records(tail.read(), topic)
     committed, ends = await offsets.read(partitions)
-    return MidBatchKill(name, partitions, started, committed, ends, after)
+    return MidBatchKill(name, partitions, started, committed, ends, dead_after)
