@@ -187,7 +187,11 @@ async def test_three_workers_and_two_streams_share_the_load_and_survive_losing_o
             # The streams process dies a few ms after it starts a record of wave 1 it has not
             # committed, with the rest of its batch in flight.
             watching = asyncio.create_task(kill_mid_batch(stack, doomed, held[doomed], offsets))
-            await send(api, partner, first)
+            try:
+                await send(api, partner, first)
+            except BaseException:
+                watching.cancel()
+                raise
             streams_kill: MidBatchKill = await watching
             timeline.append(
                 f"{time.monotonic() - started:5.1f}s  wave 1 sent: {len(first)} bundles; {doomed} SIGKILLed, "
