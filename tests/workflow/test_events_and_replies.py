@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -278,17 +279,15 @@ async def test_events_wait_for_the_calls_in_flight_and_go_out_in_few_batches(
     batches = [b for b in log.batches if b.tracking_id == handle.id]
     events = log.events(handle.id)
     assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
-    # A batch goes out once the calls it saw leave have been answered: no step is left running
-    # at the end of any batch, so each call and its answer travel together.
-    for batch in batches:
-        last_state: dict[str, StepState] = {}
-        for event in batch.events:
-            if event.data.step_id is not None and event.data.step_state is not None:
-                last_state[event.data.step_id] = event.data.step_state
-        assert StepState.RUNNING not in last_state.values(), [e.data for e in batch.events]
-    # Every step ran at once and was answered at once: each wave of calls is one batch.
-    calls = sum(1 for e in events if e.data.step_state is StepState.RUNNING)
-    assert len(batches) < calls
+    # Events wait for the calls in flight, so each wave of calls (certificate and registration,
+    # then the three that need the registration) goes out with its answers: with the first
+    # batch, three at most (one publication per change of state gave four), plus one for each
+    # hold that outlasted EVENTS_HOLD_MAX on a busy machine (its timer fired).
+    history = await handle.fetch_history()
+    holds_expired = sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED)
+    assert len(batches) <= 3 + holds_expired, [
+        [(e.data.step_id, e.data.step_state) for e in b.events] for b in batches
+    ]
     await assert_replays(handle)
 
 
