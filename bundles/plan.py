@@ -120,6 +120,30 @@ def definition_digest(definition: BundleDefinition) -> str:
     return digest
 
 
+def merge_fields(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, nested objects merged key by key (an amendment)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = merge_fields(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def field_paths(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The dotted path of every leaf of a payload (an empty object counts as a leaf)."""
+    paths: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            paths |= field_paths(value, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
 def lookup(data: Mapping[str, Any], path: str) -> Any:
     """Return the value at a dotted path, or `None` when any part is absent."""
     value: Any = data

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         StatementOfferCall,
         StatementWithdrawal,
     )
-    from bundles.plan import PlannedStep
+    from bundles.plan import PlannedStep, field_paths, merge_fields
     from workflows import texts
     from workflows.models import (
         BUNDLE_STATE_CHANGED,
@@ -877,7 +877,7 @@ class BundleWorkflow:
                 self._abort = self._abort or Abort.FAILED
             return False
         if decision.action is DecisionAction.AMEND and decision.amended_fields:
-            amended = _merge(run.payload, decision.amended_fields)
+            amended = merge_fields(run.payload, decision.amended_fields)
             if amended != run.payload:
                 # A new revision gets a new key: the system refused the old data (amending is
                 # only offered after a refusal or a review), so this is a new request.
@@ -1062,7 +1062,7 @@ class BundleWorkflow:
                     "only data a system refused or asked about can be amended; "
                     "after failed attempts the request may have arrived, so retry it instead"
                 )
-            unknown = _paths(decision.amended_fields) - _paths(self._runs[decision.step_id].payload)
+            unknown = field_paths(decision.amended_fields) - field_paths(self._runs[decision.step_id].payload)
             if unknown:
                 raise ValueError(f"step {decision.step_id!r} does not receive {sorted(unknown)}")
         elif decision.amended_fields:
@@ -1417,24 +1417,3 @@ def _held(err: ActivityError) -> tuple[StuckReason, str]:
 def _backoff(step: PlannedStep, attempt: int) -> timedelta:
     seconds = step.retry.initial_interval.total_seconds() * step.retry.backoff_coefficient ** (attempt - 1)
     return min(timedelta(seconds=seconds), step.retry.maximum_interval)
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _paths(data: dict[str, Any], prefix: str = "") -> set[str]:
-    paths: set[str] = set()
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            paths |= _paths(value, f"{path}.")
-        else:
-            paths.add(path)
-    return paths

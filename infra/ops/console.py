@@ -16,8 +16,6 @@ a step's data.
 
 from __future__ import annotations
 
-import gettext
-import io
 import json
 import re
 import time
@@ -30,16 +28,13 @@ from urllib.parse import urlencode
 
 import jwt
 import structlog
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment
 from starlette.staticfiles import StaticFiles
 from temporalio.service import RPCError
 
-from bundles.models import LocalizedText
 from infra.crypto import KeyringError
 from infra.ops.audit import Outcome
 from infra.ops.auth import AuthError, Principal, Role
@@ -66,6 +61,7 @@ from infra.ops.models import (
     TargetRef,
 )
 from infra.portal.draft import portal_keyring
+from infra.portal.i18n import jinja_environment, load_translations, localized
 from infra.websecurity import csrf_token
 
 if TYPE_CHECKING:
@@ -197,35 +193,14 @@ def token_expiry(token: str) -> float:
 # --------------------------------------------------------------------------- translations
 
 
-def load_translations(language: str) -> gettext.GNUTranslations:
-    """The console's catalogue for a language, compiled in memory from its `.po` file."""
-    with (LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as source:
-        catalog = read_po(source, locale=language, domain=DOMAIN)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)
-    compiled.seek(0)
-    return gettext.GNUTranslations(compiled)
-
-
 def environments() -> dict[Language, Environment]:
     """One Jinja environment per language with the console's catalogue (autoescaping on)."""
     envs: dict[Language, Environment] = {}
     for language in LANGUAGES:
-        env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            autoescape=select_autoescape(default=True),
-            extensions=["jinja2.ext.i18n"],
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        translations = load_translations(language)
-        env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
-        env.globals["lang"] = language
-        env.globals["other_lang"] = "fr" if language == "en" else "en"
+        translations = load_translations(language, locales=LOCALES, domain=DOMAIN)
+        env = jinja_environment(TEMPLATES, language, translations)
         env.globals["reason_words"] = REASON_WORDS
         env.globals["action_words"] = ACTION_WORDS
-        env.filters["localized"] = lambda text, _lang=language: _localized(text, _lang)
-        env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
         env.filters["when"] = _when
         env.filters["number"] = lambda value, _lang=language: format_decimal(value, locale=_lang)
         env.filters["field_id"] = field_id
@@ -244,14 +219,6 @@ def environments() -> dict[Language, Environment]:
         env.globals["leaves"] = leaves
         envs[language] = env
     return envs
-
-
-def _localized(text: LocalizedText | Mapping[str, str] | None, language: str) -> str:
-    if text is None:
-        return ""
-    if isinstance(text, LocalizedText):
-        return text.fr if language == "fr" else text.en
-    return str(text.get(language) or text.get("en", ""))
 
 
 def _when(value: datetime | None) -> str:
@@ -1102,7 +1069,7 @@ def _field_errors(found: list[FieldError], lang: Language) -> tuple[dict[str, st
     errors: dict[str, str] = {}
     general: list[str] = []
     for error in found:
-        message = _localized(error.message, lang)
+        message = localized(error.message, lang)
         if error.path:
             errors.setdefault(error.path, message)
         else:

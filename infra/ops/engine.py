@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from bundles.models import BundleDefinition, LocalizedText
+from bundles.plan import field_paths, merge_fields
 from bundles.submissions.registry import SUBMISSION_SCHEMAS
 from bundles.submissions.validation import FieldError, SubmissionInvalid, validate_submission
 from infra.ops.models import (
@@ -257,7 +258,7 @@ class OpsEngine:
             return [FieldError(path="", code="missing", message=_text("Give the corrected fields."))]
         step = next(s for s in view.steps if s.status.id == step_id)
         payload = step.payload or {}
-        unknown = sorted(_paths(amended) - _paths(payload))
+        unknown = sorted(field_paths(amended) - field_paths(payload))
         if unknown:
             return [
                 FieldError(
@@ -268,8 +269,8 @@ class OpsEngine:
         definition = self._definition(view.status.bundle_id)
         if definition is None or definition.submission_schema not in SUBMISSION_SCHEMAS:
             return []
-        candidate = _merge(payload, amended)
-        touched = _paths(amended)
+        candidate = merge_fields(payload, amended)
+        touched = field_paths(amended)
         try:
             validate_submission(definition, candidate)
         except SubmissionInvalid as invalid:
@@ -573,27 +574,6 @@ def _text(en: str) -> LocalizedText:
         "This step does not receive this field.": "Cette étape ne reçoit pas ce champ.",
     }
     return LocalizedText(en=en, fr=french.get(en, en))
-
-
-def _paths(data: dict[str, Any], prefix: str = "") -> set[str]:
-    paths: set[str] = set()
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            paths |= _paths(value, f"{path}.")
-        else:
-            paths.add(path)
-    return paths
-
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _covers(amended_path: str, error_path: str) -> bool:

@@ -33,14 +33,41 @@ def catalogue_path(language: str) -> Path:
     return LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
-def load_translations(language: str) -> gettext.GNUTranslations:
-    """Compile a language's `.po` catalogue in memory."""
-    with catalogue_path(language).open("rb") as source:
-        catalog = read_po(source, locale=language)
+def load_translations(
+    language: str, *, locales: Path = LOCALES, domain: str = DOMAIN
+) -> gettext.GNUTranslations:
+    """Compile a language's `.po` catalogue in memory (the portal's unless told another)."""
+    with (locales / language / "LC_MESSAGES" / f"{domain}.po").open("rb") as source:
+        catalog = read_po(source, locale=language, domain=domain)
     compiled = io.BytesIO()
     write_mo(compiled, catalog)
     compiled.seek(0)
     return gettext.GNUTranslations(compiled)
+
+
+def jinja_environment(
+    templates: Path, language: Language, translations: gettext.GNUTranslations
+) -> Environment:
+    """A language's Jinja environment: autoescaping, the catalogue, and the helpers every page uses.
+
+    Shared by the portal and the ops console, so both render the same way (block lines trimmed,
+    `localized` and `json` filters, `lang`/`other_lang`/`translations` globals).
+    """
+    env = Environment(
+        loader=FileSystemLoader(templates),
+        autoescape=select_autoescape(default=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
+    env.globals["lang"] = language
+    env.globals["translations"] = translations
+    env.globals["other_lang"] = other_language(language)
+    env.filters["localized"] = lambda text, _lang=language: localized(text, _lang)
+    # JSON for GCDS attributes, in the order given (tojson sorts keys); autoescaping quotes it.
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
 
 
 def other_language(language: Language) -> Language:
@@ -87,21 +114,8 @@ def environments() -> dict[Language, Environment]:
     """One Jinja environment per language, each with its catalogue installed (autoescaping on)."""
     envs: dict[Language, Environment] = {}
     for language in LANGUAGES:
-        env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            autoescape=select_autoescape(default=True),
-            extensions=["jinja2.ext.i18n"],
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
         translations = load_translations(language)
-        env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension
-        env.globals["lang"] = language
-        env.globals["translations"] = translations
-        env.globals["other_lang"] = other_language(language)
-        env.filters["localized"] = lambda text, _lang=language: localized(text, _lang)
-        # JSON for GCDS attributes, in the order given (tojson sorts keys); autoescaping quotes it.
-        env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+        env = jinja_environment(TEMPLATES, language, translations)
         env.globals["radio_options"] = lambda spec, current="", _t=translations: radio_options(
             spec, _t, current
         )
