@@ -69,11 +69,15 @@ class Portal:
         await deliver_notice(self.client, notice, settings=self.settings)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def portal(
     dev_env: WorkflowEnvironment, sandbox: SandboxProcess, kafka_port: int
 ) -> AsyncIterator[Portal]:
-    """The HTTP app with the portal on a free loopback port, and workers that run its bundles."""
+    """The HTTP app with the portal on a free loopback port, and workers that run its bundles.
+
+    Package scope: its ESDC reply collector must stop with the browser tests, or it would take
+    the reply files that later tests of the same sandbox wait for.
+    """
     prefix = f"browser-{uuid.uuid4().hex[:8]}"
     port = free_port()
     settings = Settings(

@@ -22,7 +22,11 @@ from infra.ops.auth import AuthError, LocalIssuer, Role, TokenVerifier, load_or_
 
 ISSUER = "https://login.example.gc.ca/realms/ops"
 AUDIENCE = "tellonce-ops"
-NOW = datetime.now(UTC)
+
+
+def now() -> datetime:
+    """The time a token is made at: read per token, since the suite may run this file long after import."""
+    return datetime.now(UTC)
 
 
 class Issuer:
@@ -55,9 +59,9 @@ class Issuer:
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": "alice",
-            "iat": NOW,
-            "nbf": NOW,
-            "exp": NOW + timedelta(minutes=5),
+            "iat": now(),
+            "nbf": now(),
+            "exp": now() + timedelta(minutes=5),
             "realm_access": {"roles": ["offline_access", "tellonce-operator"]},
             **claims,
         }
@@ -110,8 +114,8 @@ async def test_a_good_token_names_the_operator_and_their_highest_role(
 @pytest.mark.parametrize(
     ("claims", "code"),
     [
-        ({"exp": NOW - timedelta(minutes=1)}, "token_expired"),
-        ({"nbf": NOW + timedelta(minutes=5)}, "token_not_yet_valid"),
+        ({"exp": timedelta(minutes=-1)}, "token_expired"),
+        ({"nbf": timedelta(minutes=5)}, "token_not_yet_valid"),
         ({"iss": "https://login.example.gc.ca/realms/other"}, "wrong_issuer"),
         ({"aud": "another-app"}, "wrong_audience"),
         ({"exp": None}, "invalid_token"),
@@ -120,6 +124,8 @@ async def test_a_good_token_names_the_operator_and_their_highest_role(
 async def test_expired_early_foreign_or_incomplete_tokens_are_refused(
     issuer: Issuer, verifier: TokenVerifier, claims: dict[str, Any], code: str
 ) -> None:
+    # Times are given as offsets from now, so they mean the same whenever the test runs.
+    claims = {k: now() + v if isinstance(v, timedelta) else v for k, v in claims.items()}
     error = await refused(verifier, issuer.token(**claims))
     assert (error.status, error.code) == (401, code)
 
@@ -132,7 +138,7 @@ async def test_a_token_signed_by_another_key_under_a_published_kid_is_refused(
 
 
 async def test_unsigned_and_hmac_tokens_are_refused(issuer: Issuer, verifier: TokenVerifier) -> None:
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": NOW + timedelta(minutes=5)}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": now() + timedelta(minutes=5)}
     claims["realm_access"] = {"roles": ["tellonce-boss"]}
     unsigned = jwt.encode(claims, "", algorithm="none", headers={"kid": "k1"})
     assert (await refused(verifier, unsigned)).code == "algorithm_refused"
@@ -243,5 +249,5 @@ async def test_the_local_issuer_mints_what_the_verifier_accepts(tmp_path: Path) 
         role_map={"viewer": "viewer"}, jwks_ttl=timedelta(minutes=1), leeway=timedelta(0), client=make_client,
     )  # fmt: skip
     assert (await verifier.verify(issuer.mint("bob", Role.VIEWER, timedelta(minutes=1)))).role is Role.VIEWER
-    old = issuer.mint("bob", Role.VIEWER, timedelta(minutes=1), now=NOW - timedelta(hours=1))
+    old = issuer.mint("bob", Role.VIEWER, timedelta(minutes=1), now=now() - timedelta(hours=1))
     assert (await refused(verifier, old)).code == "token_expired"
