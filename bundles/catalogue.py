@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bundles.models import BundleDefinition, ConsentPurpose, DerivedDefinition, StepDefinition
+from bundles.plan import merge_fields
 from bundles.submissions.registry import SUBMISSION_SCHEMAS, field_paths
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "definitions"
@@ -223,18 +224,6 @@ class _Resolver:
         return definition
 
 
-def _deep_merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` applied: sections merge key by key, anything else is replaced."""
-    merged = dict(base)
-    for key, value in changes.items():
-        current = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[key] = _deep_merge(current, value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def derive_definition(
     base: BundleDefinition, overlay: DerivedDefinition
 ) -> tuple[BundleDefinition | None, list[str]]:
@@ -322,7 +311,7 @@ def _replaced_steps(
         elif not changes:
             problems.append(f"{label} changes nothing: list the keys to change after its id")
         else:
-            merged = _deep_merge(base.step(override.id).model_dump(), changes)
+            merged = merge_fields(base.step(override.id).model_dump(), changes)
             try:
                 replaced[override.id] = StepDefinition.model_validate(merged)
             except ValidationError as exc:

@@ -132,13 +132,13 @@ def merge_fields(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def field_paths(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+def leaf_paths(data: Mapping[str, Any], prefix: str = "") -> set[str]:
     """The dotted path of every leaf of a payload (an empty object counts as a leaf)."""
     paths: set[str] = set()
     for key, value in data.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            paths |= field_paths(value, f"{path}.")
+            paths |= leaf_paths(value, f"{path}.")
         else:
             paths.add(path)
     return paths

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         StatementOfferCall,
         StatementWithdrawal,
     )
-    from bundles.plan import PlannedStep, field_paths, merge_fields
+    from bundles.plan import PlannedStep, leaf_paths, merge_fields
     from workflows import texts
     from workflows.models import (
         BUNDLE_STATE_CHANGED,
@@ -1062,7 +1062,7 @@ class BundleWorkflow:
                     "only data a system refused or asked about can be amended; "
                     "after failed attempts the request may have arrived, so retry it instead"
                 )
-            unknown = field_paths(decision.amended_fields) - field_paths(self._runs[decision.step_id].payload)
+            unknown = leaf_paths(decision.amended_fields) - leaf_paths(self._runs[decision.step_id].payload)
             if unknown:
                 raise ValueError(f"step {decision.step_id!r} does not receive {sorted(unknown)}")
         elif decision.amended_fields:

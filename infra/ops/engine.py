@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
 from bundles.models import BundleDefinition, LocalizedText
-from bundles.plan import field_paths, merge_fields
+from bundles.plan import leaf_paths, merge_fields
 from bundles.submissions.registry import SUBMISSION_SCHEMAS
 from bundles.submissions.validation import FieldError, SubmissionInvalid, validate_submission
 from infra.ops.models import (
@@ -258,7 +258,7 @@ class OpsEngine:
             return [FieldError(path="", code="missing", message=_text("Give the corrected fields."))]
         step = next(s for s in view.steps if s.status.id == step_id)
         payload = step.payload or {}
-        unknown = sorted(field_paths(amended) - field_paths(payload))
+        unknown = sorted(leaf_paths(amended) - leaf_paths(payload))
         if unknown:
             return [
                 FieldError(
@@ -270,7 +270,7 @@ class OpsEngine:
         if definition is None or definition.submission_schema not in SUBMISSION_SCHEMAS:
             return []
         candidate = merge_fields(payload, amended)
-        touched = field_paths(amended)
+        touched = leaf_paths(amended)
         try:
             validate_submission(definition, candidate)
         except SubmissionInvalid as invalid:
