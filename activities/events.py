@@ -47,6 +47,10 @@ EVENTS_UNAVAILABLE: Final = "EventsUnavailable"
 EVENTS_UNEXPECTED: Final = "EventsUnexpectedError"
 """Failure type of a batch that failed for any other reason (a bug); retried as well."""
 
+INLINE_PUBLISH_BOUND: Final = 2.0
+"""Seconds a batch published inline (as a local activity) may take before the bundle falls back
+to the events queue; below the workflow's own 3 s bound on the local activity."""
+
 DATA_CONTENT_TYPE: Final = "application/json"
 EVENT_TYPES: Final = frozenset({BUNDLE_STATE_CHANGED, STEP_STATE_CHANGED})
 
@@ -323,7 +327,18 @@ class EventActivities:
             activity_attempt=activity.info().attempt,
         )
         try:
-            await self._publisher.publish(batch)
+            if activity.info().is_local:
+                # Inline, the bundle's workflow task waits for this batch: a slow broker must
+                # not hold it, so give up early and let the bundle publish on the events queue.
+                async with asyncio.timeout(INLINE_PUBLISH_BOUND):
+                    await self._publisher.publish(batch)
+            else:
+                await self._publisher.publish(batch)
+        except TimeoutError:
+            bound.warning("events.inline_timeout")
+            raise ApplicationError(
+                "bundle events not published inline in time", type=EVENTS_UNAVAILABLE
+            ) from None
         except EventsUnavailableError as exc:
             bound.warning("events.unavailable", error=str(exc))
             raise ApplicationError(f"bundle events not published: {exc}", type=EVENTS_UNAVAILABLE) from None

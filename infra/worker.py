@@ -57,8 +57,10 @@ def build_workers(
 
     The bundle worker also runs the birth-notice matchers and their activities, keyed with the
     `correlation_secret` (`upsert_search_attributes` is off only on the time-skipping server).
-    With an `event_publisher`, one more worker publishes status events on the events queue, apart
-    from the legacy calls: a broker outage then holds only event slots, never a system's.
+    With an `event_publisher`, the bundle worker publishes status events inline (local activities)
+    and one more worker publishes them on the events queue, apart from the legacy calls, for
+    bundles whose inline batch failed and those of engine revision 1: a broker outage then holds
+    only event slots, never a system's.
     `legacy_systems` caps each system: calls per second across every worker (enforced by the
     Temporal server for the system's task queue) and calls in flight per worker process.
     Each system's calls pass its gate (`control_refresh`: how long a worker trusts its copy of
@@ -88,6 +90,10 @@ def build_workers(
         notices.offer_birth_statement,
         notices.report_unmatched_notice,
     ]
+    events = EventActivities(event_publisher) if event_publisher is not None else None
+    if events is not None:
+        # Bundles publish their events inline, as local activities run by this worker.
+        bundle_activities.append(events.publish_bundle_events)
     if record_store is not None and retention_period is not None:
         sweeper = RetentionSweeper(
             client, record_store, task_queue_prefix=task_queue_prefix, retention_period=retention_period
@@ -125,12 +131,12 @@ def build_workers(
                 max_task_queue_activities_per_second=limit.rate_limit_per_s,
             )
         )
-    if event_publisher is not None:
+    if events is not None:
         workers.append(
             Worker(
                 client,
                 task_queue=events_task_queue(task_queue_prefix),
-                activities=[EventActivities(event_publisher).publish_bundle_events],
+                activities=[events.publish_bundle_events],
                 max_concurrent_activities=max_concurrent_activities,
             )
         )

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -132,6 +132,17 @@ STUCK_VISIBILITY_PATCH = "ops-stuck-visibility"
 EVENTS_COALESCED_PATCH = "events-coalesced"
 """Bundles started before status events were coalesced replay publishing each change at once."""
 
+INLINE_BOOKKEEPING_REVISION = 2
+"""From this engine revision on, status events and statement offers run as local activities, and
+the deadlines of reply and notice waits are left to run out rather than cancelled."""
+
+INLINE_EVENTS_TIMEOUT = timedelta(seconds=3)
+"""How long a workflow task waits for the broker to take its batch of status events inline.
+
+Every inline batch holds its workflow task (and so the calls it schedules) until the broker
+acknowledges it: milliseconds normally, and this long at most once per bundle, after which the
+bundle publishes on the events queue instead."""
+
 EVENTS_HOLD_MAX = timedelta(seconds=10)
 """Longest that queued status events wait for the calls in flight to settle before they go out.
 
@@ -239,6 +250,10 @@ class BundleWorkflow:
         self._outbox_closed = False
         self._calls_in_flight = 0
         """Step calls and statement offers sent and not yet answered: status events wait for them."""
+        self._inline_calls_in_flight = 0
+        """Local activities (statement offers) sent and not yet answered, within the task."""
+        self._events_queued = False
+        """An inline batch failed: the bundle publishes on the events queue from then on."""
         self._start(bundle)
 
     # ------------------------------------------------------------------ orchestration
@@ -624,6 +639,21 @@ class BundleWorkflow:
             self._pivot_done = True
         self._end_step(status, StepState.DONE, run.step.on_done or message or texts.SENT)
 
+    async def _wait_until(self, done: Callable[[], bool], within: timedelta) -> None:
+        """Wait until `done()` holds or `within` has passed, whichever comes first.
+
+        From engine revision 2 the deadline's timer is left to run out rather than cancelled when
+        `done()` comes first: these deadlines are days away, a bundle usually ends well before
+        them, and a timer still running when a workflow ends costs nothing, where cancelling it
+        writes an event. A bundle still running at the deadline wakes once, for nothing.
+        """
+        if self._bundle().engine_revision < INLINE_BOOKKEEPING_REVISION:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(done, timeout=within)
+            return
+        deadline = asyncio.ensure_future(workflow.sleep(within))
+        await workflow.wait_condition(lambda: done() or deadline.done())
+
     async def _await_reply(self, run: _StepRun) -> StepError | None:
         """Wait, holding no worker slot, for the system's asynchronous answer to the request sent.
 
@@ -638,8 +668,7 @@ class BundleWorkflow:
         status.waiting_for = f"waiting for {step.system} to reply (until {until.isoformat()})"
         status.next_attempt_at = None
         self._sync_visibility()
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: key in self._replies, timeout=step.reply_timeout)
+        await self._wait_until(lambda: key in self._replies, step.reply_timeout)
         if key in self._replies:
             return self._take_reply(run)
         status.last_error = StepError(
@@ -699,11 +728,9 @@ class BundleWorkflow:
                 status.message = texts.WAITING_BIRTH_NOTICE
                 status.waiting_for = f"waiting for the notice of live birth (until {until.isoformat()})"
                 self._sync_visibility()
-                with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(
-                        lambda: step.id in self._notices or self._abort is not None,
-                        timeout=step.await_within,
-                    )
+                await self._wait_until(
+                    lambda: step.id in self._notices or self._abort is not None, step.await_within
+                )
                 if self._abort is not None:
                     await self._withdraw_statement(run)
                     self._end_step(status, StepState.SKIPPED, self._abort_message())
@@ -767,25 +794,44 @@ class BundleWorkflow:
         # A verdict on the facts offered before (say, a match just before an amend) is not one
         # on these: only the matcher's answer to this offer counts.
         self._notices.pop(run.step.id, None)
+        call = StatementOfferCall(
+            bundle_workflow_id=workflow.info().workflow_id,
+            step_id=run.step.id,
+            payload=run.payload,
+            wait=STATEMENT_HELD_FOR,
+        )
+        summary = f"{run.step.id} statement to the notice matcher"
         try:
-            offer: OfferResult = await self._in_flight(
-                workflow.execute_activity(
-                    OFFER_BIRTH_STATEMENT,
-                    StatementOfferCall(
-                        bundle_workflow_id=workflow.info().workflow_id,
-                        step_id=run.step.id,
-                        payload=run.payload,
-                        wait=STATEMENT_HELD_FOR,
-                    ),
-                    task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=INTERNAL_RETRY,
-                    result_type=OfferResult,
-                    summary=f"{run.step.id} statement to the notice matcher",
+            if self._bundle().engine_revision >= INLINE_BOOKKEEPING_REVISION:
+                # A signal-with-start to tellonce's own matcher: within the workflow task, one
+                # marker in the history instead of an activity and the task its answer wakes.
+                offer: OfferResult = await self._in_flight(
+                    self._inline(
+                        workflow.execute_local_activity(
+                            OFFER_BIRTH_STATEMENT,
+                            call,
+                            start_to_close_timeout=timedelta(seconds=30),
+                            retry_policy=INTERNAL_RETRY,
+                            result_type=OfferResult,
+                            summary=summary,
+                        )
+                    )
                 )
-            )
-        except ActivityError:
+            else:
+                offer = await self._in_flight(
+                    workflow.execute_activity(
+                        OFFER_BIRTH_STATEMENT,
+                        call,
+                        task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=INTERNAL_RETRY,
+                        result_type=OfferResult,
+                        summary=summary,
+                    )
+                )
+        except FailureError:
             # Only a statement the matcher cannot read fails for good; a person pairs it instead.
+            # (Inline, the failure arrives unwrapped: an ApplicationError, not an ActivityError.)
             offer = OfferResult(match_workflow_id=None, reason="statement_unreadable")
         if run.match_workflow_id not in (None, offer.match_workflow_id):
             # Amended facts moved the statement to another matcher: the old one must forget it.
@@ -1161,7 +1207,60 @@ class BundleWorkflow:
         )
 
     async def _publish_events(self) -> None:
-        """Publish queued events in order, one batch at a time, beside the steps' own calls.
+        """Publish queued events in order, one batch at a time, beside the steps' own calls."""
+        if self._bundle().engine_revision >= INLINE_BOOKKEEPING_REVISION:
+            await self._publish_events_inline()
+        else:
+            await self._publish_events_queued()
+
+    async def _publish_events_inline(self) -> None:
+        """Publish each workflow task's changes as a local activity, within that task.
+
+        A batch costs one marker event and no workflow task of its own. When the broker does not
+        take a batch within `INLINE_EVENTS_TIMEOUT`, the bundle publishes on the events queue
+        from then on (retried there without limit, never holding up its calls): one slow batch
+        per bundle at most, however long the broker stays slow.
+        """
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox) or self._outbox_closed)
+            await self._settle_workflow_task()
+            if not self._outbox:
+                return
+            batch, self._outbox = self._outbox, []
+            if self._events_queued:
+                await self._publish_batch_queued(batch)
+                continue
+            try:
+                await workflow.execute_local_activity(
+                    PUBLISH_BUNDLE_EVENTS,
+                    EventBatch(tracking_id=self._bundle().submission_id, events=batch),
+                    schedule_to_close_timeout=INLINE_EVENTS_TIMEOUT,
+                    retry_policy=SINGLE_ATTEMPT,
+                    summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
+                )
+            except FailureError:
+                # A local activity's failure arrives as its cause (an ApplicationError or a
+                # timeout), not wrapped in an ActivityError.
+                workflow.logger.warning("Status events not published inline; publishing on the events queue")
+                self._events_queued = True
+                self._outbox = batch + self._outbox
+
+    async def _settle_workflow_task(self) -> None:
+        """Return once this workflow task has nothing left to change: one batch per task.
+
+        The publisher wakes with the first change; the steps woken with it (or by it) change
+        more in the rounds that follow, and an inline statement offer answers within the task.
+        Waiting for both costs no command, so nothing in the history.
+        """
+        while True:
+            queued = len(self._outbox)
+            await workflow.wait_condition(lambda: True)
+            await workflow.wait_condition(lambda: not self._inline_calls_in_flight)
+            if len(self._outbox) == queued:
+                return
+
+    async def _publish_events_queued(self) -> None:
+        """Publish as activities on the events queue (bundles started before engine revision 2).
 
         Queued events wait for the calls in flight to be answered (at most `EVENTS_HOLD_MAX`),
         so that a call and its answer go out in one batch: each batch is an activity and a
@@ -1178,21 +1277,25 @@ class BundleWorkflow:
             if not self._outbox:
                 return
             batch, self._outbox = self._outbox, []
-            try:
-                await workflow.execute_activity(
-                    PUBLISH_BUNDLE_EVENTS,
-                    EventBatch(tracking_id=self._bundle().submission_id, events=batch),
-                    task_queue=events_task_queue(self._bundle().task_queue_prefix),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=EVENTS_RETRY,
-                    summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
-                )
-            except ActivityError:
-                # Only a non-retryable failure gets here; events are never dropped, so keep
-                # them first in line and try again later.
-                workflow.logger.error("Publishing status events failed; trying again")
-                self._outbox = batch + self._outbox
-                await workflow.sleep(EVENTS_PAUSE_AFTER_FAILURE)
+            await self._publish_batch_queued(batch)
+
+    async def _publish_batch_queued(self, batch: list[BundleEvent]) -> None:
+        """One batch as an activity on the events queue, requeued if the activity gave up."""
+        try:
+            await workflow.execute_activity(
+                PUBLISH_BUNDLE_EVENTS,
+                EventBatch(tracking_id=self._bundle().submission_id, events=batch),
+                task_queue=events_task_queue(self._bundle().task_queue_prefix),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=EVENTS_RETRY,
+                summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
+            )
+        except ActivityError:
+            # Only a non-retryable failure gets here; events are never dropped, so keep
+            # them first in line and try again later.
+            workflow.logger.error("Publishing status events failed; trying again")
+            self._outbox = batch + self._outbox
+            await workflow.sleep(EVENTS_PAUSE_AFTER_FAILURE)
 
     async def _in_flight(self, call: Awaitable[_T]) -> _T:
         """Await a call whose answer will change a step, counted so status events can wait for it."""
@@ -1201,6 +1304,14 @@ class BundleWorkflow:
             return await call
         finally:
             self._calls_in_flight -= 1
+
+    async def _inline(self, call: Awaitable[_T]) -> _T:
+        """Await a local activity, counted so the task's status events wait for its answer."""
+        self._inline_calls_in_flight += 1
+        try:
+            return await call
+        finally:
+            self._inline_calls_in_flight -= 1
 
     async def _close_outbox(self, publisher: asyncio.Future[None] | None) -> None:
         """Finish only once every event has been published (a cancelled bundle too)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +65,13 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+CURRENT_ENGINE_REVISION: Final = 2
+"""The engine revision new bundles start on (`BundleInput.engine_revision`).
+
+A revision field in the input, rather than a `workflow.patched` marker, versions the bookkeeping:
+a patch writes a marker and a search-attribute upsert into every new bundle's history."""
+
+
 class BundleInput(Model):
     """What starts a bundle. The workflow id is the submission id."""
 
@@ -98,6 +105,17 @@ class BundleInput(Model):
         description=(
             "Publish every bundle and step state change to the bundle-events topic. Off by "
             "default so bundles started before events existed replay as they ran; intake sets it."
+        ),
+    )
+    engine_revision: int = Field(
+        default=1,
+        ge=1,
+        le=CURRENT_ENGINE_REVISION,
+        description=(
+            "How the workflow does its own bookkeeping, fixed when the bundle starts so it "
+            "replays as it ran: 1 publishes status events and offers birth statements as "
+            "activities on queues; 2 runs both as local activities within the workflow task "
+            "(fewer history events and workflow tasks). Intake starts bundles on the newest."
         ),
     )
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -21,8 +20,9 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
+from activities.events import EventsUnavailableError
 from adapters.sdk import (
     Adapter,
     AdapterError,
@@ -38,7 +38,7 @@ from infra.worker import build_workers
 from tests.encryption import TEST_DATA_CONVERTER
 from workflows.bundle import BundleWorkflow
 from workflows.models import (
-    PUBLISH_BUNDLE_EVENTS,
+    CURRENT_ENGINE_REVISION,
     BundleEvent,
     BundleInput,
     BundleStatus,
@@ -48,7 +48,7 @@ from workflows.models import (
     StepDecision,
     StepState,
 )
-from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue, events_task_queue
+from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue
 
 
 def text(en: str) -> dict[str, str]:
@@ -213,19 +213,29 @@ def scripted_adapters() -> dict[str, ScriptedAdapter]:
 
 
 class EventLog:
-    """Stands in for the Kafka publisher: records every batch the bundles publish, in order."""
+    """Stands in for the Kafka publisher: records every batch the bundles publish, in order.
+
+    It is an `EventPublisher`, so the production event activity runs around it, inline (local
+    activities) and on the events queue alike.
+    """
 
     def __init__(self) -> None:
         self.batches: list[EventBatch] = []
         self.failures_to_come = 0  # the next N publish attempts fail, as with a broker outage
+        self.slow_publishes_to_come = 0  # the next N publish attempts take `delay` seconds
+        self.delay = 0.0
 
-    @activity.defn(name=PUBLISH_BUNDLE_EVENTS)
-    async def publish(self, batch: EventBatch) -> int:
+    async def publish(self, batch: EventBatch) -> None:
+        if self.slow_publishes_to_come:
+            self.slow_publishes_to_come -= 1
+            await asyncio.sleep(self.delay)
         if self.failures_to_come:
             self.failures_to_come -= 1
-            raise RuntimeError("broker unavailable")
+            raise EventsUnavailableError("broker unavailable")
         self.batches.append(batch)
-        return len(batch.events)
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def events(self, tracking_id: str) -> list[BundleEvent]:
         """Every event of one bundle, in publication order."""
@@ -258,11 +268,9 @@ async def running_workers(
             task_queue_prefix=prefix,
             correlation_secret=correlation_secret,
             upsert_search_attributes=search_attributes,
+            event_publisher=events,
         ):
             await stack.enter_async_context(worker)
-        await stack.enter_async_context(
-            Worker(client, task_queue=events_task_queue(prefix), activities=[events.publish])
-        )
         yield events
 
 
@@ -274,6 +282,7 @@ async def start_bundle(
     search_attributes: bool = False,
     submission_id: str | None = None,
     publish_events: bool = True,
+    engine_revision: int = CURRENT_ENGINE_REVISION,
 ) -> WorkflowHandle[BundleWorkflow, BundleStatus]:
     submission_id = submission_id or str(uuid.uuid4())
     return await client.start_workflow(
@@ -285,6 +294,7 @@ async def start_bundle(
             task_queue_prefix=prefix,
             upsert_search_attributes=search_attributes,
             publish_events=publish_events,
+            engine_revision=engine_revision,
         ),
         id=submission_id,
         task_queue=bundle_task_queue(prefix),

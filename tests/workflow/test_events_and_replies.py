@@ -10,11 +10,13 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from activities.events import INLINE_PUBLISH_BOUND
 from adapters.sdk import NeedsAttentionError, TransientError
 from bundles.models import LocalizedText
 from tests.encryption import TEST_DATA_CONVERTER
 from tests.workflow.support import (
     SUBMISSION,
+    EventLog,
     assert_replays,
     decide,
     new_prefix,
@@ -266,13 +268,14 @@ async def test_withdrawing_while_an_undoable_request_is_unanswered_waits_for_the
     assert [c.operation for c in adapters["certs"].calls] == ["submit", "compensate"]
 
 
-async def test_events_wait_for_the_calls_in_flight_and_go_out_in_few_batches(
+async def test_on_engine_revision_1_events_wait_for_the_calls_in_flight_and_go_out_in_few_batches(
     dev_env: WorkflowEnvironment,
 ) -> None:
+    # Bundles started before revision 2 still run this way until they end.
     # On the dev server: the time-skipping server would skip the events' hold while calls run.
     adapters, prefix = scripted_adapters(), new_prefix()
     async with running_workers(dev_env.client, adapters, prefix) as log:
-        handle = await start_bundle(dev_env.client, plan(), prefix)
+        handle = await start_bundle(dev_env.client, plan(), prefix, engine_revision=1)
         final = await handle.result()
 
     assert final.state is BundleState.COMPLETED
@@ -288,6 +291,104 @@ async def test_events_wait_for_the_calls_in_flight_and_go_out_in_few_batches(
     assert len(batches) <= 3 + holds_expired, [
         [(e.data.step_id, e.data.step_state) for e in b.events] for b in batches
     ]
+    await assert_replays(handle)
+
+
+def _activities_scheduled(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def _count(history: WorkflowHistory, event_type: EventType.ValueType) -> int:
+    return sum(1 for e in history.events if e.event_type == event_type)
+
+
+async def test_events_go_out_inline_and_cost_the_history_no_activity_or_workflow_task(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    async with running_workers(dev_env.client, adapters, prefix) as log:
+        inline = await start_bundle(dev_env.client, plan(), prefix)
+        queued = await start_bundle(dev_env.client, plan(), prefix, engine_revision=1)
+        assert (await inline.result()).state is BundleState.COMPLETED
+        assert (await queued.result()).state is BundleState.COMPLETED
+
+    events = log.events(inline.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].data.bundle_state is BundleState.COMPLETED
+
+    # The same changes as a revision 1 bundle of the same plan publishes (steps that run at
+    # once may interleave differently).
+    def paths(tracking_id: str) -> dict[str | None, list[object]]:
+        by_step: dict[str | None, list[object]] = {}
+        for e in log.events(tracking_id):
+            by_step.setdefault(e.data.step_id, []).append(e.data.step_state or e.data.bundle_state)
+        return by_step
+
+    assert paths(inline.id) == paths(queued.id)
+    history = await inline.fetch_history()
+    # Only the five step calls are activities; each batch is one local-activity marker.
+    assert sorted(_activities_scheduled(history)) == ["invoke_step"] * 5
+    batches = [b for b in log.batches if b.tracking_id == inline.id]
+    assert _count(history, EventType.EVENT_TYPE_MARKER_RECORDED) == len(batches)
+    # No patch marker, no change-version upsert, no hold timers: the two state upserts only.
+    assert _count(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 0
+    assert _count(history, EventType.EVENT_TYPE_TIMER_STARTED) == 0
+    old_history = await queued.fetch_history()
+    assert len(history.events) < len(old_history.events)
+    completed_tasks = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    assert _count(history, completed_tasks) <= _count(old_history, completed_tasks)
+    await assert_replays(inline)
+    await assert_replays(queued)
+
+
+async def test_an_answered_reply_wait_leaves_its_deadline_to_run_out_instead_of_cancelling_it(
+    time_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    adapters["cra"].pending_reply = True
+    async with running_workers(time_env.client, adapters, prefix):
+        handles = {}
+        for revision in (1, 2):
+            handle = await start_bundle(time_env.client, plan(), prefix, engine_revision=revision)
+            await wait_for(handle, lambda s: step(s, "ccb").state is StepState.WAITING_REPLY)
+            await handle.signal(SIGNAL_LEGACY_REPLY, reply(adapters["cra"].submits()[-1].key))
+            assert (await handle.result()).state is BundleState.COMPLETED
+            handles[revision] = await handle.fetch_history()
+
+    # Revision 1 cancels the reply's deadline when the reply comes (and its events' holds when
+    # their calls are answered); revision 2 starts the deadline and writes nothing more.
+    assert _count(handles[1], EventType.EVENT_TYPE_TIMER_CANCELED) >= 1
+    assert _count(handles[2], EventType.EVENT_TYPE_TIMER_STARTED) == 1
+    assert _count(handles[2], EventType.EVENT_TYPE_TIMER_CANCELED) == 0
+    assert _count(handles[2], EventType.EVENT_TYPE_TIMER_FIRED) == 0
+
+
+async def test_a_broker_too_slow_for_inline_publishing_moves_the_bundles_events_to_the_queue(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    adapters, prefix = scripted_adapters(), new_prefix()
+    log = EventLog()
+    log.slow_publishes_to_come, log.delay = 1, INLINE_PUBLISH_BOUND + 1
+    async with running_workers(dev_env.client, adapters, prefix, events=log):
+        handle = await start_bundle(dev_env.client, plan(), prefix)
+        final = await handle.result()
+
+    assert final.state is BundleState.COMPLETED
+    assert all(len(a.submits()) == 1 for a in adapters.values())
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].data.bundle_state is BundleState.COMPLETED
+    history = await handle.fetch_history()
+    # The first batch timed out inline (one marker, failed); every batch after it was queued.
+    assert _count(history, EventType.EVENT_TYPE_MARKER_RECORDED) == 1
+    assert set(_activities_scheduled(history)) == {"invoke_step", "publish_bundle_events"}
+    assert _activities_scheduled(history).count("publish_bundle_events") == len(
+        [b for b in log.batches if b.tracking_id == handle.id]
+    )
     await assert_replays(handle)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from adapters.sdk import TransientError
 from infra.worker import build_workers
@@ -41,7 +40,7 @@ from workflows.models import (
     StuckReason,
     TimelineRequest,
 )
-from workflows.names import bundle_task_queue, events_task_queue, system_control_id
+from workflows.names import bundle_task_queue, system_control_id
 from workflows.system_control import (
     BreakerPolicy,
     BreakerState,
@@ -261,11 +260,9 @@ async def workers(client: Client, adapters: dict[str, Any], prefix: str) -> Asyn
             correlation_secret=TEST_CORRELATION_SECRET,
             upsert_search_attributes=False,
             control_refresh=timedelta(0),
+            event_publisher=EventLog(),
         ):
             await stack.enter_async_context(worker)
-        await stack.enter_async_context(
-            Worker(client, task_queue=events_task_queue(prefix), activities=[EventLog().publish])
-        )
         yield
 
 
