@@ -55,15 +55,22 @@ class HistoryFigures:
     workflow_tasks: int
     by_type: dict[str, int]
     """Event count per event type (e.g. `ACTIVITY_TASK_SCHEDULED`)."""
+    payload_bytes_by_type: dict[str, int]
+    """Payload bytes per event type: where a history's size comes from."""
 
 
 async def history_figures(client: Client, workflow_id: str) -> HistoryFigures:
     """Count the events, payload bytes, activities and workflow tasks of a workflow's history."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     kinds = [event.event_type for event in history.events]
+    sizes: dict[str, int] = {}
+    for event in history.events:
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        sizes[name] = sizes.get(name, 0) + payload_bytes(event)
     return HistoryFigures(
         events=len(history.events),
-        payload_bytes=sum(payload_bytes(event) for event in history.events),
+        payload_bytes=sum(sizes.values()),
+        payload_bytes_by_type={name: size for name, size in sorted(sizes.items()) if size},
         activities=kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
         workflow_tasks=kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
         by_type={

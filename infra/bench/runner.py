@@ -97,6 +97,10 @@ class Phase:
             "failures": self.failures[:10],
         }
         kinds = sorted({kind for h in self.histories for kind in h.by_type})
+        sized = sorted({kind for h in self.histories for kind in h.payload_bytes_by_type})
+        result["payload_bytes_by_type"] = {
+            kind: _round(mean(h.payload_bytes_by_type.get(kind, 0) for h in self.histories)) for kind in sized
+        }
         result["history_by_type"] = {
             kind: _round(mean(h.by_type.get(kind, 0) for h in self.histories)) for kind in kinds
         }
