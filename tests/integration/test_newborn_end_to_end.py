@@ -91,9 +91,17 @@ class Stack:
         return answer
 
     async def status(self, accepted: dict[str, Any]) -> dict[str, Any]:
+        status = await self.poll(accepted)
+        assert status is not None, "status unavailable"
+        return status
+
+    async def poll(self, accepted: dict[str, Any]) -> dict[str, Any] | None:
+        """The status, or None while no worker answers its query (the API's honest 503)."""
         response = await self.api.get(
             accepted["status_url"], headers={"X-Access-Code": accepted["access_code"]}
         )
+        if response.status_code == 503:
+            return None
         assert response.status_code == 200, response.text
         status: dict[str, Any] = response.json()
         return status
@@ -102,9 +110,11 @@ class Stack:
         self, accepted: dict[str, Any], predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
     ) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
+        status: dict[str, Any] | None = None
         while True:
-            status = await self.status(accepted)
-            if predicate(status):
+            # While a killed worker's successor starts, the status query times out: poll on.
+            status = await self.poll(accepted) or status
+            if status is not None and predicate(status):
                 return status
             if asyncio.get_running_loop().time() > deadline:
                 pytest.fail(f"condition not met in {timeout}s: {json.dumps(status, indent=1)}")
