@@ -425,3 +425,12 @@ async def test_a_bundle_started_before_events_were_coalesced_replays_on_todays_c
     recorded = Path(__file__).parent / "histories" / "bundle-before-events-coalesced.json"
     history = WorkflowHistory.from_json("bundle-before-events-coalesced", recorded.read_text())
     await Replayer(workflows=[BundleWorkflow], data_converter=TEST_DATA_CONVERTER).replay_workflow(history)
+
+
+async def test_a_bundle_on_engine_revision_2_replays_on_todays_code() -> None:
+    # Recorded at commit 65be992: the test bundle with the CRA's reply awaited, on the dev server,
+    # with the workflow id below (the reply names it); events published inline (local-activity
+    # markers), the reply's deadline left running. Payloads are sealed with the tests' fixed key.
+    recorded = Path(__file__).parent / "histories" / "bundle-engine-revision-2.json"
+    history = WorkflowHistory.from_json("bundle-engine-revision-2", recorded.read_text())
+    await Replayer(workflows=[BundleWorkflow], data_converter=TEST_DATA_CONVERTER).replay_workflow(history)
