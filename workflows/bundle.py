@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -251,7 +252,8 @@ class BundleWorkflow:
         self._calls_in_flight = 0
         """Step calls and statement offers sent and not yet answered: status events wait for them."""
         self._inline_calls_in_flight = 0
-        """Local activities (statement offers) sent and not yet answered, within the task."""
+        """Local activities (statement offers, event batches) sent or queued, not yet answered."""
+        self._inline_lock = asyncio.Lock()
         self._events_queued = False
         """An inline batch failed: the bundle publishes on the events queue from then on."""
         self._start(bundle)
@@ -807,7 +809,7 @@ class BundleWorkflow:
                 # marker in the history instead of an activity and the task its answer wakes.
                 offer: OfferResult = await self._in_flight(
                     self._inline(
-                        workflow.execute_local_activity(
+                        lambda: workflow.execute_local_activity(
                             OFFER_BIRTH_STATEMENT,
                             call,
                             start_to_close_timeout=timedelta(seconds=30),
@@ -1231,12 +1233,15 @@ class BundleWorkflow:
                 await self._publish_batch_queued(batch)
                 continue
             try:
-                await workflow.execute_local_activity(
-                    PUBLISH_BUNDLE_EVENTS,
-                    EventBatch(tracking_id=self._bundle().submission_id, events=batch),
-                    schedule_to_close_timeout=INLINE_EVENTS_TIMEOUT,
-                    retry_policy=SINGLE_ATTEMPT,
-                    summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
+                await self._inline(
+                    functools.partial(
+                        workflow.execute_local_activity,
+                        PUBLISH_BUNDLE_EVENTS,
+                        EventBatch(tracking_id=self._bundle().submission_id, events=batch),
+                        schedule_to_close_timeout=INLINE_EVENTS_TIMEOUT,
+                        retry_policy=SINGLE_ATTEMPT,
+                        summary=f"events {batch[0].data.sequence}-{batch[-1].data.sequence}",
+                    )
                 )
             except FailureError:
                 # A local activity's failure arrives as its cause (an ApplicationError or a
@@ -1305,11 +1310,17 @@ class BundleWorkflow:
         finally:
             self._calls_in_flight -= 1
 
-    async def _inline(self, call: Awaitable[_T]) -> _T:
-        """Await a local activity, counted so the task's status events wait for its answer."""
+    async def _inline(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a local activity, one at a time, counted so the task's status events wait for it.
+
+        One at a time because the SDK hands concurrent local activities' results back in the
+        order they finished on first execution but in the order they were scheduled on replay:
+        two in flight at once could resume their coroutines in another order on replay.
+        """
         self._inline_calls_in_flight += 1
         try:
-            return await call
+            async with self._inline_lock:
+                return await call()
         finally:
             self._inline_calls_in_flight -= 1
 

@@ -240,3 +240,29 @@ async def test_a_withdrawn_bundle_takes_its_statement_back_and_leaves_the_notice
     # The notice waits for a statement (or for operations), rather than being spent on this one.
     assert [n.notice_id for n in state.open_notices] == ["NLB-2026-0001234"]
     assert state.open_statements == [] and state.matched == []
+
+
+async def test_two_steps_offering_statements_in_one_workflow_task_replay(
+    own_time_env: WorkflowEnvironment,
+) -> None:
+    # Inline offers run one at a time (`BundleWorkflow._inline`): the SDK hands concurrent local
+    # activities' results back in the order they finished, and on replay in the order they were
+    # scheduled. This bundle has two offers in its first task; the order in which they would
+    # have finished cannot be forced from here, so it checks the case, not the race.
+    base = newborn_plan()
+    registration = next(s for s in base.steps if s.id == REGISTRATION)
+    twin = registration.model_copy(update={"id": f"{REGISTRATION}_twin"})
+    doubled = base.model_copy(update={"steps": (*base.steps, twin)})
+    systems, prefix = adapters(), new_prefix()
+    async with running_workers(own_time_env.client, systems, prefix, correlation_secret=prefix.encode()):
+        handle = await start_bundle(own_time_env.client, doubled, prefix)
+        await wait_for(
+            handle,
+            lambda s: all(step(s, i).state is StepState.WAITING_REPLY for i in (REGISTRATION, twin.id)),
+        )
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        final = await handle.result()
+
+    assert final.state is BundleState.WITHDRAWN
+    assert not registration_submits(systems)
+    await assert_replays(handle)
