@@ -1,0 +1,116 @@
+"""Engine revision 2: a statement offer (a local activity) that keeps failing for a while.
+
+Revision 1 offers the statement as an activity: while it is retried, the rest of the bundle goes
+on (the certificate order, which does not wait for the notice, is sent and its answer handled;
+status events go out; status queries answer at once) and the history does not grow. Inline, the
+offer is retried by the worker inside the workflow task (`INTERNAL_RETRY` never backs off longer
+than the SDK's one-minute local retry threshold), so the task stays open, heartbeating, for as
+long as the matcher fails. The revision 2 case is expected to fail until the offer stops holding
+the task; it shows what a matcher outage does to a bundle today.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+
+from bundles.notices import facts_from_statement
+from tests.workflow.support import (
+    assert_replays,
+    new_prefix,
+    running_workers,
+    start_bundle,
+    step,
+    wait_for,
+)
+from tests.workflow.test_notice_gate import REGISTRATION, adapters, newborn_plan
+from workflows.bundle import BundleWorkflow
+from workflows.models import BundleState, StepState, WithdrawRequest
+
+pytestmark = pytest.mark.integration
+
+CERTIFICATE = "birth_certificate"
+OUTAGE_S = 12.0
+"""Longer than a workflow task's 10 s timeout, so a task held by the offer must heartbeat."""
+
+
+@pytest.fixture
+def matcher_outage(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Every statement offer fails, retryably, for `OUTAGE_S` seconds from the first one."""
+    seen = {"failures": 0}
+    first: list[float] = []
+
+    def failing(payload: dict[str, Any]) -> Any:
+        now = time.monotonic()
+        first[:] = first or [now]
+        if now - first[0] < OUTAGE_S:
+            seen["failures"] += 1
+            raise RuntimeError("matcher unreachable")
+        return facts_from_statement(payload)
+
+    monkeypatch.setattr("activities.notices.facts_from_statement", failing)
+    return seen
+
+
+async def longest_workflow_task(handle: Any) -> float:
+    """Seconds from the start to the completion of the bundle's longest workflow task."""
+    started: dict[int, float] = {}
+    longest = 0.0
+    for event in (await handle.fetch_history()).events:
+        at = event.event_time.ToDatetime().timestamp()
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            started[event.event_id] = at
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            begun = started[event.workflow_task_completed_event_attributes.started_event_id]
+            longest = max(longest, at - begun)
+    return longest
+
+
+@pytest.mark.parametrize(
+    "revision",
+    [
+        1,
+        pytest.param(
+            2,
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="an inline offer being retried holds the bundle's workflow task (review of rev 2)",
+            ),
+        ),
+    ],
+)
+async def test_a_failing_statement_offer_does_not_hold_back_the_rest_of_the_bundle(
+    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int], revision: int
+) -> None:
+    systems, prefix = adapters(), new_prefix()
+    async with running_workers(dev_env.client, systems, prefix, correlation_secret=prefix.encode()) as log:
+        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=revision)
+        # A few seconds into the outage the offer has failed more than once, and the
+        # certificate order (sent at once, answered at once) is done.
+        await asyncio.sleep(4)
+        assert matcher_outage["failures"] >= 2
+        asked = time.monotonic()
+        during = await handle.query(BundleWorkflow.status)
+        query_s = time.monotonic() - asked
+        published_during = [e.data.step_id for e in log.events(handle.id)]
+
+        # Once the matcher is back the statement waits for its notice; then the bundle is withdrawn.
+        await wait_for(
+            handle, lambda s: step(s, REGISTRATION).state is StepState.WAITING_REPLY, timeout=OUTAGE_S + 30
+        )
+        await handle.execute_update(BundleWorkflow.withdraw, WithdrawRequest())
+        final = await handle.result()
+
+    assert final.state is BundleState.WITHDRAWN
+    await assert_replays(handle)
+    # The outage is the matcher's: the rest of the bundle does not wait for it.
+    assert await longest_workflow_task(handle) < 2, "a workflow task was held open by the offer"
+    assert query_s < 2, f"a status query waited {query_s:.1f} s for the workflow task"
+    assert step(during, CERTIFICATE).state is StepState.DONE
+    assert CERTIFICATE in published_during, "no status event went out while the offer was retried"
