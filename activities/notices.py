@@ -19,6 +19,7 @@ from bundles.notices import (
     OFFER_BIRTH_STATEMENT,
     REPORT_UNMATCHED_NOTICE,
     STATEMENT_SIGNAL,
+    STATEMENT_UNREADABLE,
     BirthNotice,
     BirthNoticeMatchInput,
     NoticeArrival,
@@ -41,9 +42,6 @@ log = structlog.get_logger("tellonce.activities.notices")
 
 NO_HEALTH_NUMBER = "no_health_number"
 """`OfferResult.reason` when a statement has no health number to correlate on."""
-
-STATEMENT_UNREADABLE = "StatementUnreadable"
-"""`ApplicationError.type` (non-retryable) when a registration payload lacks what matching needs."""
 
 
 class NoticeActivities:

@@ -48,6 +48,8 @@ rounds it or remembers it a little off. Twins born closer together are told apar
 # Signal and activity names of the matcher (`workflows.birth_notice.BirthNoticeMatchWorkflow`).
 OFFER_BIRTH_STATEMENT = "offer_birth_statement"
 """Activity the bundle's registration step calls to hand its statement to the matcher."""
+STATEMENT_UNREADABLE = "StatementUnreadable"
+"""`ApplicationError.type` (non-retryable) of an offer whose payload lacks what matching needs."""
 REPORT_UNMATCHED_NOTICE = "report_unmatched_notice"
 """Activity the matcher calls to tell operations about a notice that needs a person."""
 NOTICE_SIGNAL = "notice"

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from bundles.notices import (
         FACT_LABELS,
         OFFER_BIRTH_STATEMENT,
+        STATEMENT_UNREADABLE,
         WITHDRAW_STATEMENT_SIGNAL,
         OfferResult,
         StatementOfferCall,
@@ -143,6 +144,10 @@ INLINE_EVENTS_TIMEOUT = timedelta(seconds=3)
 Every inline batch holds its workflow task (and so the calls it schedules) until the broker
 acknowledges it: milliseconds normally, and this long at most once per bundle, after which the
 bundle publishes on the events queue instead."""
+
+INLINE_OFFER_TIMEOUT = timedelta(seconds=5)
+"""How long a workflow task waits for its one inline attempt to hand a statement to its matcher;
+a failed or slower attempt is retried as an activity on the bundle queue instead."""
 
 EVENTS_HOLD_MAX = timedelta(seconds=10)
 """Longest that queued status events wait for the calls in flight to settle before they go out.
@@ -803,34 +808,43 @@ class BundleWorkflow:
             wait=STATEMENT_HELD_FOR,
         )
         summary = f"{run.step.id} statement to the notice matcher"
+
+        def queued() -> Awaitable[OfferResult]:
+            return workflow.execute_activity(
+                OFFER_BIRTH_STATEMENT,
+                call,
+                task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=INTERNAL_RETRY,
+                result_type=OfferResult,
+                summary=summary,
+            )
+
         try:
             if self._bundle().engine_revision >= INLINE_BOOKKEEPING_REVISION:
-                # A signal-with-start to tellonce's own matcher: within the workflow task, one
-                # marker in the history instead of an activity and the task its answer wakes.
-                offer: OfferResult = await self._in_flight(
-                    self._inline(
-                        lambda: workflow.execute_local_activity(
-                            OFFER_BIRTH_STATEMENT,
-                            call,
-                            start_to_close_timeout=timedelta(seconds=30),
-                            retry_policy=INTERNAL_RETRY,
-                            result_type=OfferResult,
-                            summary=summary,
+                try:
+                    # A signal-with-start to tellonce's own matcher, tried once within the
+                    # workflow task: one marker instead of an activity and the task its answer
+                    # wakes. Retried there, it would hold the task (and so the rest of the
+                    # bundle) for as long as the matcher fails: retries go to the queue.
+                    offer: OfferResult = await self._in_flight(
+                        self._inline(
+                            lambda: workflow.execute_local_activity(
+                                OFFER_BIRTH_STATEMENT,
+                                call,
+                                start_to_close_timeout=INLINE_OFFER_TIMEOUT,
+                                retry_policy=SINGLE_ATTEMPT,
+                                result_type=OfferResult,
+                                summary=summary,
+                            )
                         )
                     )
-                )
+                except FailureError as err:
+                    if _failure_type(err) == STATEMENT_UNREADABLE:
+                        raise
+                    offer = await self._in_flight(queued())
             else:
-                offer = await self._in_flight(
-                    workflow.execute_activity(
-                        OFFER_BIRTH_STATEMENT,
-                        call,
-                        task_queue=bundle_task_queue(self._bundle().task_queue_prefix),
-                        start_to_close_timeout=timedelta(seconds=30),
-                        retry_policy=INTERNAL_RETRY,
-                        result_type=OfferResult,
-                        summary=summary,
-                    )
-                )
+                offer = await self._in_flight(queued())
         except FailureError:
             # Only a statement the matcher cannot read fails for good; a person pairs it instead.
             # (Inline, the failure arrives unwrapped: an ApplicationError, not an ActivityError.)
@@ -1516,6 +1530,12 @@ def _classify(err: ActivityError, now: datetime, kind: ErrorKind | None = None) 
             at=now,
         )
     return StepError(kind=kind or "transient", code="activity_failed", message=texts.RETRYING, at=now)
+
+
+def _failure_type(err: FailureError) -> str | None:
+    """The application error type of a failure, whether wrapped in an ActivityError or not."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _held(err: ActivityError) -> tuple[StuckReason, str]:
