@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from bundles.notices import facts_from_statement
@@ -100,3 +101,26 @@ async def test_a_failing_statement_offer_does_not_hold_back_the_rest_of_the_bund
     assert query_s < 2, f"a status query waited {query_s:.1f} s for the workflow task"
     assert step(during, CERTIFICATE).state is StepState.DONE
     assert CERTIFICATE in published_during, "no status event went out while the offer was retried"
+
+
+@pytest.mark.parametrize("revision", [1, 2])
+async def test_a_bundle_cancelled_while_its_offer_is_retried_publishes_every_event_and_replays(
+    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int], revision: int
+) -> None:
+    systems, prefix = adapters(), new_prefix()
+    async with running_workers(dev_env.client, systems, prefix, correlation_secret=prefix.encode()) as log:
+        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=revision)
+        await asyncio.sleep(4)
+        assert matcher_outage["failures"] >= 2
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), OUTAGE_S + 30)
+
+    # The offer in flight finishes, the statement is taken back, the certificate order undone,
+    # and every change goes out, in order, ending with the withdrawal.
+    events = log.events(handle.id)
+    assert [e.data.sequence for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].data.bundle_state is BundleState.WITHDRAWN
+    assert [c.operation for c in systems["on-certificates"].calls] == ["submit", "compensate"]
+    assert not systems["on-registrar-births"].calls
+    await assert_replays(handle)
