@@ -79,7 +79,10 @@ async def until_done(
     while True:
         tries += 1
         try:
-            return await asyncio.wait_for(attempt(), ATTEMPT_TIMEOUT)
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` wraps the attempt in a
+            # task of its own, one more task and loop pass for every record of every batch.
+            async with asyncio.timeout(ATTEMPT_TIMEOUT):
+                return await attempt()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
