@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -229,14 +230,17 @@ def _parse_time(value: str | None) -> datetime | None:
 class SqliteRecordStore:
     """Records in one SQLite file (WAL), shared by the worker, the API and the CLI on one host.
 
-    Each call opens its own connection in a worker thread: calls are rare (one per bundle
-    swept, one per status asked of a removed bundle) and this keeps the store safe to use from
-    any thread and any process.
+    Every call runs in a worker thread. A write opens its own connection: writes are rare (one
+    per bundle swept). A read (`get`) runs once for every submission intake receives, so each
+    worker thread keeps one read-only connection open: opening one and setting it up costs
+    ~0.3 ms of CPU, the lookup itself ~0.01 ms. In WAL mode every read sees the last committed
+    write, whichever process made it.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ready = False
+        self._readers = threading.local()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -258,6 +262,22 @@ class SqliteRecordStore:
                 with db:  # one transaction: committed on success, rolled back on error
                     yield db
         except sqlite3.Error as exc:
+            raise RecordStoreUnavailable(f"bundle records at {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read-only connection, opened on first use; dropped after an error."""
+        db: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        try:
+            if db is None:
+                db = sqlite3.connect(self.path, timeout=10.0)
+                db.execute("PRAGMA query_only = ON")
+                self._readers.db = db
+            yield db
+        except sqlite3.Error as exc:
+            self._readers.db = None
+            if db is not None:
+                db.close()
             raise RecordStoreUnavailable(f"bundle records at {self.path}: {exc}") from exc
 
     async def upsert(self, record: BundleRecord) -> None:
@@ -323,21 +343,26 @@ class SqliteRecordStore:
         return await asyncio.to_thread(self._get, tracking_id)
 
     def _get(self, tracking_id: str) -> BundleRecord | None:
-        if not self._ready and not self.path.exists():
-            return None  # nothing swept yet: a lookup (e.g. each submission's) creates nothing
-        with self._connect() as db:
-            row = db.execute(
+        if not self._ready:
+            if not self.path.exists():
+                return None  # nothing swept yet: a lookup (e.g. each submission's) creates nothing
+            with self._connect():  # creates or upgrades the schema, once
+                pass
+        with self._reader() as db:
+            # fetchall, not fetchone: an unfinished statement keeps its read snapshot, and this
+            # connection stays open, so every later read on it would miss newer records.
+            rows = db.execute(
                 f"SELECT {_BUNDLE_COLUMNS} FROM bundles WHERE tracking_id = ?",  # noqa: S608 - ours
                 (tracking_id,),
-            ).fetchone()
-            if row is None:
+            ).fetchall()
+            if not rows:
                 return None
             steps = db.execute(
                 "SELECT step_id, system, program, organization, level, state, attempts, reason_code, "
                 "exception, finished_at FROM steps WHERE tracking_id = ? ORDER BY position",
                 (tracking_id,),
             ).fetchall()
-        return _record(row, steps)
+        return _record(rows[0], steps)
 
     async def mark_removed(self, tracking_id: str, run_id: str, at: datetime) -> None:
         """See `RecordStore.mark_removed`."""

@@ -175,6 +175,18 @@ async def test_the_store_round_trips_a_record(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_a_reader_kept_open_sees_what_another_process_wrote_since(tmp_path: Path) -> None:
+    # Intake reads on every submission through a connection it keeps per thread; the sweeper (the
+    # worker, another process) writes. Called synchronously so both reads use one thread's reader.
+    path = tmp_path / "bundles.sqlite"
+    reader, writer = SqliteRecordStore(path), SqliteRecordStore(path)
+    writer._upsert(record(state=BundleState.IN_PROGRESS))
+    assert reader._get(TRACKING_ID).state is BundleState.IN_PROGRESS  # type: ignore[union-attr]
+
+    writer._upsert(record())
+    assert reader._get(TRACKING_ID) == record()
+
+
 async def test_removal_is_marked_once_and_survives_a_second_upsert_of_the_same_run(tmp_path: Path) -> None:
     store = SqliteRecordStore(tmp_path / "bundles.sqlite")
     await store.upsert(record())
