@@ -185,6 +185,17 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class NoEventPublisher:
+    """Stands where a worker has no broker configured: every batch is unavailable."""
+
+    async def publish(self, batch: EventBatch) -> None:
+        """Refuse the batch: this worker cannot publish events."""
+        raise EventsUnavailableError("this worker has no event publisher")
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
 class KafkaEventPublisher:
     """Publishes batches with one long-lived aiokafka producer, started on first use.
 

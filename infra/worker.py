@@ -15,7 +15,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.control import SystemGate
-from activities.events import EventActivities, EventPublisher, KafkaEventPublisher
+from activities.events import EventActivities, EventPublisher, KafkaEventPublisher, NoEventPublisher
 from activities.notices import NoticeActivities
 from activities.replies import CollectorInput, ReplyActivities
 from activities.retention import RetentionActivities, RetentionSweeper, start_retention_sweeper
@@ -91,9 +91,10 @@ def build_workers(
         notices.report_unmatched_notice,
     ]
     events = EventActivities(event_publisher) if event_publisher is not None else None
-    if events is not None:
-        # Bundles publish their events inline, as local activities run by this worker.
-        bundle_activities.append(events.publish_bundle_events)
+    # Bundles publish their events inline, as local activities run by this worker. Without a
+    # publisher the activity still answers, unavailable, so a bundle moves its events to the
+    # events queue (and waits there for a worker that has one) instead of failing its task.
+    bundle_activities.append((events or EventActivities(NoEventPublisher())).publish_bundle_events)
     if record_store is not None and retention_period is not None:
         sweeper = RetentionSweeper(
             client, record_store, task_queue_prefix=task_queue_prefix, retention_period=retention_period
@@ -112,6 +113,9 @@ def build_workers(
             ],
             activities=bundle_activities,
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+            # One inline call at a time per workflow task: a slot for each task that may hold one,
+            # so a burst does not time inline batches out while they wait for a slot.
+            max_concurrent_local_activities=max_concurrent_workflow_tasks,
             max_cached_workflows=max_cached_workflows,
             workflow_runner=SandboxedWorkflowRunner() if workflow_sandbox else UnsandboxedWorkflowRunner(),
         )
