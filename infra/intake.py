@@ -35,7 +35,7 @@ from bundles.submissions import validate_submission
 from infra.records import RecordStore
 from infra.settings import Settings
 from workflows.bundle import BundleWorkflow
-from workflows.models import CURRENT_ENGINE_REVISION, BundleInput, BundleStatus
+from workflows.models import BundleInput, BundleStatus
 from workflows.names import SA_BUNDLE_ID, SA_JURISDICTION, SA_STATE, bundle_task_queue
 
 log = structlog.get_logger("tellonce.intake")
@@ -119,7 +119,7 @@ class Intake:
                     received_at=datetime.now(UTC),
                     task_queue_prefix=self.settings.task_queue_prefix,
                     publish_events=self.settings.events_enabled,
-                    engine_revision=CURRENT_ENGINE_REVISION,
+                    engine_revision=self.settings.engine_revision,
                     stuck_after_attempts=self.settings.ops_stuck_after_attempts,
                     stuck_after_attempts_by_system=self.settings.stuck_after_attempts_by_system(),
                 ),

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.availability import CRA_ONLINE_HOURS, Availability
 from infra.crypto import FileKeyProvider, KeyProvider, Keyring, StaticKeyProvider, load_provider
-from workflows.models import DEFAULT_STUCK_AFTER_ATTEMPTS
+from workflows.models import CURRENT_ENGINE_REVISION, DEFAULT_STUCK_AFTER_ATTEMPTS
 from workflows.names import (
     TOPIC_BIRTH_NOTICES,
     TOPIC_BIRTH_NOTICES_DLQ,
@@ -180,6 +180,17 @@ class Settings(BaseSettings):
 
     events_enabled: bool = Field(
         default=True, description="Publish bundle and step state changes to the bundle-events topic."
+    )
+    engine_revision: int = Field(
+        default=CURRENT_ENGINE_REVISION,
+        ge=1,
+        le=CURRENT_ENGINE_REVISION,
+        description=(
+            "The engine revision intake starts new bundles on (`BundleInput.engine_revision`). "
+            "During a rolling upgrade keep the previous one until every worker runs this release: "
+            "a worker that predates a revision runs its bundles the old way, and they would not "
+            "replay on the new code."
+        ),
     )
     correlation_secret: SecretStr = Field(
         default=SecretStr(DEV_CORRELATION_SECRET),
