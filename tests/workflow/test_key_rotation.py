@@ -67,11 +67,12 @@ def payloads_of(history: History) -> list[Payload]:
         if _patch_payloads(event):
             continue  # written by the SDK's core, never through the codec: see patch_markers
         if event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
-            # Its `data` is core's bookkeeping (see local_activity_bookkeeping); the rest, the
-            # activity's result, goes through the codec.
-            for name, details in event.marker_recorded_event_attributes.details.items():
-                if name != "data":
-                    found.extend(details.payloads)
+            # Its `data` is core's bookkeeping (see local_activity_bookkeeping); everything else
+            # (the result, a failure, the summary) goes through the codec.
+            marker = HistoryEvent()
+            marker.CopyFrom(event)
+            del marker.marker_recorded_event_attributes.details["data"]
+            walk(marker)
             continue
         walk(event)
     return found
