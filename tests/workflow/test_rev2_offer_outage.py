@@ -1,11 +1,12 @@
 """A statement offer that keeps failing for a while does not hold back the rest of the bundle.
 
-Revision 1 offers the statement as an activity: while it is retried, the rest of the bundle goes
-on (the certificate order, which does not wait for the notice, is sent and its answer handled;
-status events go out; status queries answer at once). Revision 2 tries the offer once inline (a
-local activity, bounded to `INLINE_OFFER_TIMEOUT`) and retries it as an activity on the queue:
-retried inline, it would hold the workflow task open, heartbeating, for as long as the matcher
-failed (found in the review of revision 2).
+While the offer is retried, the rest of the bundle goes on: the certificate order, which does
+not wait for the notice, is sent and its answer handled; status events go out; status queries
+answer at once. Revision 1 retries the offer as an activity, so these checks hold for it by
+construction; revision 2 tries it once inline (a local activity, bounded to
+`INLINE_OFFER_TIMEOUT`) and retries it as an activity on the queue. Retried inline, it held the
+workflow task open, heartbeating, for as long as the matcher failed (found in the review of
+revision 2, with both revisions run side by side).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from workflows.models import BundleState, StepState, WithdrawRequest
 pytestmark = pytest.mark.integration
 
 CERTIFICATE = "birth_certificate"
-OUTAGE_S = 12.0
-"""Longer than a workflow task's 10 s timeout, so a task held by the offer must heartbeat."""
+OUTAGE_S = 6.0
+"""Long enough that a task held by the offer shows in its length (the test allows 2 s)."""
 
 
 @pytest.fixture
@@ -71,13 +72,12 @@ async def longest_workflow_task(handle: Any) -> float:
     return longest
 
 
-@pytest.mark.parametrize("revision", [1, 2])
 async def test_a_failing_statement_offer_does_not_hold_back_the_rest_of_the_bundle(
-    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int], revision: int
+    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int]
 ) -> None:
     systems, prefix = adapters(), new_prefix()
     async with running_workers(dev_env.client, systems, prefix, correlation_secret=prefix.encode()) as log:
-        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=revision)
+        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=2)
         # A few seconds into the outage the offer has failed more than once, and the
         # certificate order (sent at once, answered at once) is done.
         await asyncio.sleep(4)
@@ -103,13 +103,12 @@ async def test_a_failing_statement_offer_does_not_hold_back_the_rest_of_the_bund
     assert CERTIFICATE in published_during, "no status event went out while the offer was retried"
 
 
-@pytest.mark.parametrize("revision", [1, 2])
 async def test_a_bundle_cancelled_while_its_offer_is_retried_publishes_every_event_and_replays(
-    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int], revision: int
+    dev_env: WorkflowEnvironment, matcher_outage: dict[str, int]
 ) -> None:
     systems, prefix = adapters(), new_prefix()
     async with running_workers(dev_env.client, systems, prefix, correlation_secret=prefix.encode()) as log:
-        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=revision)
+        handle = await start_bundle(dev_env.client, newborn_plan(), prefix, engine_revision=2)
         await asyncio.sleep(4)
         assert matcher_outage["failures"] >= 2
         await handle.cancel()
