@@ -14,15 +14,18 @@ import json
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
+from typer.testing import CliRunner
 
 from adapters.registry import KNOWN_ADAPTERS
 from bundles.catalogue import Catalogue
+from infra.cli import app as cli_app
 from infra.crypto import Keyring, StoredKeyring, keyring_json, new_stored_key
 from infra.streams.app import Streams
 from infra.streams.dlq import (
@@ -233,19 +236,33 @@ async def test_same_submission_id_with_other_content_is_dead_lettered(shared_lan
     await wait_runs(lane, tracking_id_for(submission_id), 1)
 
 
-def replay(lane: Lane, *args: str, keys: str | None = None) -> str:
-    """Run `tellonce streams replay-dlq` on the lane (with another keyring's JSON, if given)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "streams", "replay-dlq", *args],
-        cwd=ROOT,
-        env={**lane.env(), **({"TELLONCE_ENCRYPTION_KEYS": keys} if keys else {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def replay(lane: Lane, *args: str, keys: str | None = None, subprocess_run: bool = False) -> str:
+    """Run `tellonce streams replay-dlq` on the lane (with another keyring's JSON, if given).
+
+    In this process by default (Typer's runner, on a thread of its own since the command runs
+    its own event loop; the test's loop waits, as it would for a subprocess): a subprocess
+    costs ~3 s of imports, and these tests replay eleven times. `subprocess_run` runs the
+    real command line once.
+    """
+    env = {**lane.env(), **({"TELLONCE_ENCRYPTION_KEYS": keys} if keys else {})}
+    if subprocess_run:
+        result = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "streams", "replay-dlq", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        invoked = thread.submit(
+            CliRunner().invoke, cli_app, ["streams", "replay-dlq", *args], env=env
+        ).result()
+    assert invoked.exit_code == 0, (invoked.output, invoked.exception)
+    return invoked.stdout
 
 
 async def test_replay_after_the_catalogue_gains_the_bundle_starts_it(lane: Lane, tmp_path: Path) -> None:
@@ -266,7 +283,7 @@ async def test_replay_after_the_catalogue_gains_the_bundle_starts_it(lane: Lane,
     # An operator whose keyring lacks the key (say, another environment's) replays nothing, and
     # leaves the dead letter for a run that can open it.
     foreign = keyring_json(StoredKeyring(active="k-other", keys={"k-other": new_stored_key()}))
-    assert "replayed 0;" in (refused := replay(lane, "--all", keys=foreign))
+    assert "replayed 0;" in (refused := replay(lane, "--all", keys=foreign, subprocess_run=True))
     assert "sealed, not opened 1" in refused
 
     async with Streams(lane.settings, client=lane.client).running():
