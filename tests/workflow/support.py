@@ -254,11 +254,14 @@ async def running_workers(
     events: EventLog | None = None,
     search_attributes: bool = False,
     correlation_secret: bytes = TEST_CORRELATION_SECRET,
+    with_publisher: bool = True,
 ) -> AsyncIterator[EventLog]:
     """The production workers for a task-queue prefix, plus a recording event publisher.
 
     Tests that match birth notices pass a secret of their own: matchers are found by a digest of
-    the facts, so two tests with the same example facts would otherwise share one.
+    the facts, so two tests with the same example facts would otherwise share one. Without a
+    publisher (`with_publisher=False`) the workers are those of a worker with events turned off;
+    the returned log then records nothing.
     """
     events = events or EventLog()
     async with AsyncExitStack() as stack:
@@ -268,7 +271,7 @@ async def running_workers(
             task_queue_prefix=prefix,
             correlation_secret=correlation_secret,
             upsert_search_attributes=search_attributes,
-            event_publisher=events,
+            event_publisher=events if with_publisher else None,
         ):
             await stack.enter_async_context(worker)
         yield events

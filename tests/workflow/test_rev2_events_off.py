@@ -14,14 +14,11 @@ longer replayed: found in the review of revision 2.)
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from infra.worker import build_workers
 from tests.workflow.support import (
-    TEST_CORRELATION_SECRET,
     assert_replays,
     new_prefix,
     plan,
@@ -39,16 +36,7 @@ async def test_a_bundle_run_by_a_worker_without_an_event_publisher_publishes_onc
     dev_env: WorkflowEnvironment, revision: int
 ) -> None:
     adapters, prefix = scripted_adapters(), new_prefix()
-    async with AsyncExitStack() as stack:
-        for worker in build_workers(
-            dev_env.client,
-            adapters,
-            task_queue_prefix=prefix,
-            correlation_secret=TEST_CORRELATION_SECRET,
-            upsert_search_attributes=False,
-            event_publisher=None,
-        ):
-            await stack.enter_async_context(worker)
+    async with running_workers(dev_env.client, adapters, prefix, with_publisher=False):
         handle = await start_bundle(dev_env.client, plan(), prefix, engine_revision=revision)
         # Its steps go on without a publisher (every system is called); only its events wait.
         for _ in range(100):
